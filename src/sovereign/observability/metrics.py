@@ -1,0 +1,105 @@
+"""Every Prometheus metric Sovereign exports, defined once.
+
+Names follow Prometheus conventions (``_total`` counters, base units: seconds, bytes) and, where
+one exists, mirror the OpenTelemetry GenAI semantic conventions
+(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/: ``gen_ai.server.time_to_first_token``,
+``gen_ai.server.time_per_output_token``, ``gen_ai.client.token.usage``) with a ``sovereign_`` prefix.
+Label values are bounded: route templates (not raw paths), configured model / engine names,
+status codes, node names, cache layers. Never user text, never request or document ids.
+
+Several uvicorn workers: set ``PROMETHEUS_MULTIPROC_DIR`` and the ``/metrics`` route aggregates
+all processes with prometheus-client's ``MultiProcessCollector``.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# Latency buckets in seconds: sub-millisecond cache hits up to multi-minute generations.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
+TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+
+# -- HTTP gateway -----------------------------------------------------------------------------
+REQUESTS = Counter(
+    "sovereign_requests_total", "HTTP requests by route template, model and status code.",
+    ["route", "model", "status"],
+)
+REQUEST_DURATION = Histogram(
+    "sovereign_request_duration_seconds", "HTTP request duration, from receipt to last byte.",
+    ["route", "model"], buckets=LATENCY_BUCKETS,
+)
+REQUESTS_IN_FLIGHT = Gauge(
+    "sovereign_requests_in_flight", "HTTP requests being served now.", multiprocess_mode="livesum"
+)
+
+# -- generation (GenAI) -----------------------------------------------------------------------
+TIME_TO_FIRST_TOKEN = Histogram(
+    "sovereign_time_to_first_token_seconds", "Time from request receipt to the first output token (TTFT).",
+    ["model"], buckets=LATENCY_BUCKETS,
+)
+INTER_TOKEN_LATENCY = Histogram(
+    "sovereign_inter_token_latency_seconds", "Time between consecutive output tokens of one stream (ITL).",
+    ["model"], buckets=TOKEN_LATENCY_BUCKETS,
+)
+PROMPT_TOKENS = Counter("sovereign_prompt_tokens_total", "Prompt (input) tokens processed.", ["model"])
+COMPLETION_TOKENS = Counter("sovereign_completion_tokens_total", "Completion (output) tokens generated.", ["model"])
+OUTPUT_TOKENS_PER_SECOND = Histogram(
+    "sovereign_output_tokens_per_second", "Decode speed of one request: output tokens / decode seconds.",
+    ["model"], buckets=(1, 2, 5, 10, 20, 40, 80, 160, 320, 640, 1280),
+)
+
+# -- engines ----------------------------------------------------------------------------------
+ENGINE_QUEUE_DEPTH = Gauge(
+    "sovereign_engine_queue_depth", "Requests waiting for an engine.", ["engine"], multiprocess_mode="livesum"
+)
+ENGINE_INFLIGHT = Gauge(
+    "sovereign_engine_inflight_requests", "Requests an engine is generating now.", ["engine"],
+    multiprocess_mode="livesum",
+)
+ENGINE_ERRORS = Counter("sovereign_engine_errors_total", "Engine call failures by kind.", ["engine", "kind"])
+ENGINE_RETRIES = Counter("sovereign_engine_retries_total", "Retried engine calls.", ["engine"])
+ENGINE_FALLBACKS = Counter(
+    "sovereign_engine_fallbacks_total", "Requests moved to the next deployment.", ["model", "from_engine", "to_engine"]
+)
+ENGINE_BREAKER_STATE = Gauge(
+    "sovereign_engine_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["engine"],
+    multiprocess_mode="max",
+)
+ENGINE_UP = Gauge("sovereign_engine_up", "1 when the engine's last health probe passed.", ["engine"],
+                  multiprocess_mode="max")
+
+# -- response cache ---------------------------------------------------------------------------
+CACHE_LOOKUPS = Counter(
+    "sovereign_cache_lookups_total", "Cache lookups by layer (exact, semantic) and result (hit, miss).",
+    ["layer", "result"],
+)
+CACHE_LOOKUP_DURATION = Histogram(
+    "sovereign_cache_lookup_duration_seconds", "Cache lookup latency.", ["backend"], buckets=LATENCY_BUCKETS
+)
+CACHE_EVICTIONS = Counter("sovereign_cache_evictions_total", "Cache entries evicted by reason.", ["reason"])
+CACHE_ERRORS = Counter("sovereign_cache_errors_total", "Cache backend failures (served as misses).", ["backend"])
+CACHE_ENTRIES = Gauge("sovereign_cache_entries", "Entries in the response cache.", ["backend"],
+                      multiprocess_mode="max")
+
+# -- document memory --------------------------------------------------------------------------
+RETRIEVAL_DURATION = Histogram(
+    "sovereign_retrieval_duration_seconds", "Hybrid search latency by store.", ["store"], buckets=LATENCY_BUCKETS
+)
+INGEST_FILES = Counter("sovereign_ingest_files_total", "Files seen by ingestion by outcome.", ["outcome"])
+INGEST_CHUNKS = Counter("sovereign_ingest_chunks_total", "Chunks embedded and stored.", ["store"])
+EMBEDDING_DURATION = Histogram(
+    "sovereign_embedding_duration_seconds", "Time to embed one batch.", ["model"], buckets=LATENCY_BUCKETS
+)
+
+# -- agents -----------------------------------------------------------------------------------
+AGENT_NODE_DURATION = Histogram(
+    "sovereign_agent_node_duration_seconds", "Agent pipeline node latency.", ["node"], buckets=LATENCY_BUCKETS
+)
+AGENT_DEGRADED = Counter(
+    "sovereign_agent_degraded_total", "Agent runs that fell back to the simple path, by failing node.", ["node"]
+)
+
+# -- feature flags / rollout ------------------------------------------------------------------
+ROLLOUT_DECISIONS = Counter(
+    "sovereign_rollout_decisions_total", "Canary controller decisions.", ["flag", "decision"]
+)

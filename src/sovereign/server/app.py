@@ -1,0 +1,122 @@
+"""The app factory: assembles settings, backends and routes into one FastAPI app.
+
+Errors are mapped here, at the edge, by class: every :class:`~sovereign.errors.SovereignError`
+becomes its HTTP status with the OpenAI envelope; request validation errors (malformed JSON,
+wrong types, missing fields) become 400 ``invalid_request_error`` naming the field; anything
+unexpected becomes a 500 envelope without internals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import pkgutil
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from types import ModuleType
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import ORJSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from sovereign.backends.registry import ModelRegistry, engine_factory
+from sovereign.config import Settings
+from sovereign.errors import SovereignError
+from sovereign.rag.embeddings import OnnxMiniLMEmbedder
+from sovereign.server import plugins, routes
+from sovereign.server.middleware import GatewayMiddleware
+from sovereign.server.state import AppState
+
+log = logging.getLogger("sovereign.server")
+
+
+def build_registry(settings: Settings) -> ModelRegistry:
+    """The default registry: the embedded llama.cpp chat model and the MiniLM embedding model."""
+    registry = ModelRegistry()
+    registry.add_chat(engine_factory("llamacpp-embedded")(settings=settings.engine))
+    registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings), aliases=["text-embedding-all-minilm-l6-v2"])
+    return registry
+
+
+def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
+    errors = exc.errors()
+    if not errors:
+        return "Invalid request body.", None
+    first = errors[0]
+    loc = [str(p) for p in first.get("loc", ()) if p != "body"]
+    param = ".".join(loc) or None
+    if first.get("type") == "json_invalid":
+        return "The request body is not valid JSON.", None
+    where = f" at '{param}'" if param else ""
+    more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
+    return f"Invalid request{where}: {first.get('msg')}{more}.", param
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(SovereignError)
+    async def sovereign_error(_request: Request, exc: SovereignError) -> ORJSONResponse:
+        return ORJSONResponse(exc.to_envelope(), status_code=exc.status_code)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+        message, param = _validation_message(exc)
+        body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
+        return ORJSONResponse(body, status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}}
+        return ORJSONResponse(body, status_code=exc.status_code)
+
+    @app.exception_handler(Exception)
+    async def unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+        log.exception("unhandled error", exc_info=exc)
+        body = {"error": {"message": "Internal server error.", "type": "server_error", "param": None, "code": None}}
+        return ORJSONResponse(body, status_code=500)
+
+
+def _modules(package: ModuleType) -> list[ModuleType]:
+    """Every module of ``package`` in name order (routes and plugins are discovered, not listed)."""
+    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
+    return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
+
+
+def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
+    """Build the gateway. Models load in the background after start-up; ``/readyz`` says when done.
+
+    Args:
+        settings: loaded settings.
+        registry: pre-built registry (tests, embedding the gateway); defaults to :func:`build_registry`.
+    """
+    state = AppState.build(settings, registry or build_registry(settings))
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        closers: list[Callable[[], Awaitable[None]]] = []
+        for plugin in _modules(plugins):
+            closer = await plugin.install(state)
+            if closer is not None:
+                closers.append(closer)
+        loader = asyncio.create_task(state.registry.start_all())
+        loader.add_done_callback(
+            lambda t: t.cancelled() or t.exception() is None or log.error("model load failed: %s", t.exception())
+        )
+        app.state.loader = loader
+        try:
+            yield
+        finally:
+            loader.cancel()
+            for closer in reversed(closers):
+                await closer()
+            await state.registry.close_all()
+
+    app = FastAPI(title="Sovereign", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
+    app.state.sovereign = state
+    _install_error_handlers(app)
+    for module in _modules(routes):
+        app.include_router(module.router)
+    app.add_middleware(GatewayMiddleware, max_body_bytes=settings.server.max_body_bytes)
+    return app

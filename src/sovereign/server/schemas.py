@@ -1,0 +1,202 @@
+"""OpenAI wire schemas (requests) and their translation into domain types.
+
+Unknown fields are rejected (as OpenAI does), except the documented extensions benchmark clients
+and Sovereign itself use: ``ignore_eos``, ``stream_options.continuous_usage_stats`` (vLLM),
+``cache`` (response-cache control) and ``conversation_id``. Fields OpenAI defines but the engines
+cannot honour (``n > 1``, ``logprobs``, ``tools``...) are rejected with 400
+``unsupported_parameter``, never silently ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from sovereign.errors import InvalidRequestError, UnsupportedParameterError
+from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
+
+MAX_OUTPUT_TOKENS = 1_000_000
+
+
+class WireModel(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TextPart(WireModel):
+    type: Literal["text"]
+    text: str
+
+
+class WireMessage(WireModel):
+    role: Literal["system", "developer", "user", "assistant", "tool"]
+    content: str | list[TextPart] | None = None
+    name: str | None = None
+    tool_call_id: str | None = None
+
+    def text(self) -> str:
+        if self.content is None:
+            return ""
+        if isinstance(self.content, str):
+            return self.content
+        return "".join(part.text for part in self.content)
+
+
+class StreamOptions(WireModel):
+    include_usage: bool = False
+    continuous_usage_stats: bool = False
+
+
+class ResponseFormat(WireModel):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class SamplingFields(WireModel):
+    """Fields shared by chat and text completions."""
+
+    model: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
+    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    top_p: float = Field(1.0, gt=0.0, le=1.0)
+    n: int = Field(1, ge=1, le=128)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
+    logprobs: bool | int | None = None
+    logit_bias: dict[str, float] | None = None
+    user: str | None = Field(None, max_length=256)
+    ignore_eos: bool = False
+    cache: Literal["auto", "no-cache", "no-store", "off"] | None = None
+
+    @field_validator("stop")
+    @classmethod
+    def _stop_limit(cls, value: str | list[str] | None) -> str | list[str] | None:
+        if isinstance(value, list) and len(value) > 4:
+            raise ValueError("at most 4 stop sequences are allowed")
+        return value
+
+    def _reject_unsupported(self) -> None:
+        if self.n != 1:
+            raise UnsupportedParameterError(
+                "n > 1 is not supported: the engines generate one choice per request. Send n separate requests.",
+                param="n",
+            )
+        if self.logprobs:
+            raise UnsupportedParameterError("logprobs is not supported by this gateway.", param="logprobs")
+        if self.logit_bias:
+            raise UnsupportedParameterError("logit_bias is not supported by this gateway.", param="logit_bias")
+
+    def sampling(self, max_tokens: int | None, json_mode: bool = False) -> SamplingParams:
+        stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
+        return SamplingParams(
+            max_tokens=max_tokens,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            seed=self.seed,
+            stop=stops,
+            json_mode=json_mode,
+            ignore_eos=self.ignore_eos,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+        )
+
+
+class ChatCompletionRequest(SamplingFields):
+    """``POST /v1/chat/completions`` body."""
+
+    messages: list[WireMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: Any = None
+    parallel_tool_calls: bool | None = None
+    conversation_id: str | None = Field(None, max_length=128)
+    metadata: dict[str, str] | None = None
+
+    def to_domain(self) -> GenerationRequest:
+        """Validate what pydantic cannot and build the engine-neutral request.
+
+        Raises:
+            UnsupportedParameterError: n > 1, logprobs, logit_bias, tools, json_schema.
+            InvalidRequestError: max_tokens and max_completion_tokens disagree.
+        """
+        self._reject_unsupported()
+        if self.tools:
+            raise UnsupportedParameterError("tools / function calling is not supported yet.", param="tools")
+        json_mode = False
+        if self.response_format is not None:
+            if self.response_format.type == "json_schema":
+                raise UnsupportedParameterError(
+                    "response_format json_schema is not supported; use {'type': 'json_object'}.",
+                    param="response_format",
+                )
+            json_mode = self.response_format.type == "json_object"
+        if (
+            self.max_tokens is not None
+            and self.max_completion_tokens is not None
+            and self.max_tokens != self.max_completion_tokens
+        ):
+            raise InvalidRequestError(
+                "max_tokens and max_completion_tokens disagree; send only max_completion_tokens.",
+                param="max_completion_tokens",
+            )
+        limit = self.max_completion_tokens or self.max_tokens
+        messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in self.messages)
+        return GenerationRequest(
+            model=self.model, sampling=self.sampling(limit, json_mode), messages=messages, user=self.user
+        )
+
+
+class CompletionRequest(SamplingFields):
+    """``POST /v1/completions`` body (legacy text completions)."""
+
+    prompt: str | list[str]
+    echo: bool = False
+    suffix: str | None = None
+    best_of: int | None = None
+
+    def to_domain(self) -> GenerationRequest:
+        self._reject_unsupported()
+        if self.echo or self.suffix or (self.best_of not in (None, 1)):
+            raise UnsupportedParameterError("echo, suffix and best_of are not supported.", param="echo")
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise UnsupportedParameterError("Send one prompt per request (a list of one string).", param="prompt")
+            prompt = prompt[0]
+        return GenerationRequest(
+            model=self.model, sampling=self.sampling(self.max_tokens), prompt=prompt, user=self.user
+        )
+
+
+class EmbeddingRequest(WireModel):
+    """``POST /v1/embeddings`` body."""
+
+    model: str = Field(min_length=1)
+    input: str | list[str] | list[int] | list[list[int]]
+    encoding_format: Literal["float", "base64"] = "float"
+    dimensions: int | None = Field(None, ge=1)
+    user: str | None = None
+
+    def texts(self, max_inputs: int = 2048) -> list[str]:
+        """The input as a list of non-empty strings.
+
+        Raises:
+            InvalidRequestError: empty input, an empty string, too many inputs.
+            UnsupportedParameterError: token-id arrays.
+        """
+        items = [self.input] if isinstance(self.input, str) else list(self.input)
+        if not items:
+            raise InvalidRequestError("input must not be empty.", param="input")
+        if not all(isinstance(item, str) for item in items):
+            raise UnsupportedParameterError("Token-id input is not supported; send strings.", param="input")
+        if len(items) > max_inputs:
+            raise InvalidRequestError(f"At most {max_inputs} inputs per request.", param="input")
+        texts = [str(item) for item in items]
+        if any(not text.strip() for text in texts):
+            raise InvalidRequestError("input strings must not be empty.", param="input")
+        return texts

@@ -1,0 +1,85 @@
+"""What the server holds for its lifetime, and the FastAPI dependencies that hand it out."""
+
+from __future__ import annotations
+
+import hmac
+from dataclasses import dataclass, field
+from typing import Any
+
+from fastapi import Request
+
+from sovereign.backends.registry import ModelRegistry
+from sovereign.config import Settings, resolve_secret
+from sovereign.errors import AuthenticationError, PermissionDeniedError
+
+
+@dataclass
+class AppState:
+    """Everything assembled at start-up: settings, the model registry and optional rooms.
+
+    ``services`` holds rooms plugged in later (document memory, cache, agents) by name, so the
+    app factory is the only place that knows them all.
+    """
+
+    settings: Settings
+    registry: ModelRegistry
+    services: dict[str, Any] = field(default_factory=dict)
+    api_keys: tuple[str, ...] = ()
+    admin_keys: tuple[str, ...] = ()
+
+    @classmethod
+    def build(cls, settings: Settings, registry: ModelRegistry) -> AppState:
+        def keys(env: str | None) -> tuple[str, ...]:
+            raw = resolve_secret(env) or ""
+            return tuple(k.strip() for k in raw.split(",") if k.strip())
+
+        return cls(settings, registry, api_keys=keys(settings.server.api_keys_env),
+                   admin_keys=keys(settings.server.admin_keys_env))
+
+
+def get_state(request: Request) -> AppState:
+    state: AppState = request.app.state.sovereign
+    return state
+
+
+def _bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+
+
+def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
+    return token is not None and any(hmac.compare_digest(token, k) for k in keys)
+
+
+def require_api_key(request: Request) -> str:
+    """The caller's tenant id: its API key's index (``key-N``), or ``anonymous`` when auth is off.
+
+    Raises:
+        AuthenticationError: keys are configured and the bearer token matches none.
+    """
+    state = get_state(request)
+    if not state.api_keys and not state.admin_keys:
+        return "anonymous"
+    token = _bearer(request)
+    for i, key in enumerate(state.api_keys + state.admin_keys):
+        if token is not None and hmac.compare_digest(token, key):
+            return f"key-{i}"
+    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>'.")
+
+
+def require_admin(request: Request) -> None:
+    """Admin endpoints: an admin key, or no keys configured at all (single-user local mode).
+
+    Raises:
+        AuthenticationError / PermissionDeniedError.
+    """
+    state = get_state(request)
+    if not state.api_keys and not state.admin_keys:
+        return
+    token = _bearer(request)
+    if _matches(token, state.admin_keys):
+        return
+    if _matches(token, state.api_keys):
+        raise PermissionDeniedError("This endpoint needs an admin API key.")
+    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>'.")

@@ -1,0 +1,110 @@
+"""OpenAI response bodies and Server-Sent Events for chat and text completions.
+
+A stream is ``data: {chunk}\\n\\n`` events ending with ``data: [DONE]``. With
+``stream_options.include_usage`` a last chunk with empty ``choices`` carries ``usage``; with
+``continuous_usage_stats`` every chunk carries the running ``usage``. An error after the first
+byte was sent (the HTTP status is already 200) is sent as one ``data: {"error": {...}}`` event,
+the OpenAI error envelope, followed by ``data: [DONE]``; clients such as the ``openai`` SDK raise
+it as an ``APIError``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from sovereign.types import GenerationChunk, GenerationResult, Usage
+
+DONE_EVENT = b"data: [DONE]\n\n"
+
+
+def sse_event(payload: dict[str, Any]) -> bytes:
+    """One SSE ``data:`` event holding ``payload`` as compact JSON."""
+    return b"data: " + orjson.dumps(payload) + b"\n\n"
+
+
+@dataclass(slots=True)
+class CompletionShape:
+    """Builds chat (``chat.completion``) or text (``text_completion``) bodies for one response."""
+
+    model: str
+    chat: bool
+    id: str = field(default_factory=lambda: "")
+    created: int = field(default_factory=lambda: int(time.time()))
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.id:
+            self.id = ("chatcmpl-" if self.chat else "cmpl-") + uuid.uuid4().hex
+
+    @property
+    def _object(self) -> str:
+        return "chat.completion" if self.chat else "text_completion"
+
+    def body(self, result: GenerationResult) -> dict[str, Any]:
+        """The whole non-streamed response."""
+        if self.chat:
+            choice: dict[str, Any] = {
+                "index": 0,
+                "message": {"role": "assistant", "content": result.text},
+                "logprobs": None,
+                "finish_reason": result.finish_reason,
+            }
+        else:
+            choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
+        body = {
+            "id": self.id,
+            "object": self._object,
+            "created": self.created,
+            "model": self.model,
+            "choices": [choice],
+            "usage": result.usage.to_dict(),
+        }
+        body.update(self.extra)
+        return body
+
+    def chunk(self, text: str | None, finish_reason: str | None, *, first: bool = False) -> dict[str, Any]:
+        """One streamed chunk; ``first`` adds the assistant role (chat only)."""
+        if self.chat:
+            delta: dict[str, Any] = {}
+            if first:
+                delta["role"] = "assistant"
+            if text is not None:
+                delta["content"] = text
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            obj = "chat.completion.chunk"
+        else:
+            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            obj = "text_completion"
+        return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": [choice]}
+
+    def usage_chunk(self, usage: Usage) -> dict[str, Any]:
+        obj = "chat.completion.chunk" if self.chat else "text_completion"
+        return {
+            "id": self.id, "object": obj, "created": self.created, "model": self.model,
+            "choices": [], "usage": usage.to_dict(),
+        }
+
+    def events(
+        self, chunk: GenerationChunk, *, first: bool, include_usage: bool, continuous_usage: bool
+    ) -> list[bytes]:
+        """SSE events for one engine chunk (the final one adds usage when asked)."""
+        out: list[bytes] = []
+        if chunk.text or first or chunk.finish_reason is None:
+            payload = self.chunk(chunk.text, None, first=first)
+            if continuous_usage:
+                payload["usage"] = chunk.usage.to_dict()
+            out.append(sse_event(payload))
+        if chunk.finish_reason is not None:
+            payload = self.chunk(None if self.chat else "", chunk.finish_reason)
+            payload.update(self.extra)
+            if continuous_usage:
+                payload["usage"] = chunk.usage.to_dict()
+            out.append(sse_event(payload))
+            if include_usage:
+                out.append(sse_event(self.usage_chunk(chunk.usage)))
+        return out

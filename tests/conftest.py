@@ -1,0 +1,119 @@
+"""Shared fixtures: a clean environment per test, the real embedded model, a live gateway process."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sovereign.config import EngineSettings, load_settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(autouse=True)
+def clean_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Each test starts with no SOVEREIGN_* variables and its own data directory."""
+    for key in list(os.environ):
+        if key.startswith("SOVEREIGN_"):
+            monkeypatch.delenv(key)
+    monkeypatch.setenv("SOVEREIGN_DATA_DIR", str(tmp_path / "data"))
+
+
+@pytest.fixture(scope="session")
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
+    """Poll ``url`` until 200; fail with the process log if it dies or times out."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise RuntimeError(f"{url} not ready after {timeout}s")
+
+
+class LiveServer:
+    """A ``sovereign serve`` process on 127.0.0.1."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], port: int, log: Path) -> None:
+        self.proc = proc
+        self.port = port
+        self.log = log
+        self.url = f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> LiveServer:
+    """Start ``python -m sovereign serve`` as a real process and wait for /readyz."""
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
+    env.update({"SOVEREIGN_DATA_DIR": str(tmp_dir), **(extra_env or {})})
+    log = tmp_dir / f"server-{port}.log"
+    with log.open("wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "sovereign", "serve", "--port", str(port), "--log-level", "warning", *(args or [])],
+            env=env, stdout=out, stderr=subprocess.STDOUT,
+        )
+    server = LiveServer(proc, port, log)
+    try:
+        wait_ready(server.url + "/readyz", proc, log)
+    except Exception:
+        server.stop()
+        raise
+    return server
+
+
+@pytest.fixture(scope="session")
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+    """One gateway process on the embedded default (SmolLM2 + MiniLM), shared by the session."""
+    server = start_server(
+        tmp_path_factory.mktemp("server"),
+        {"SOVEREIGN_SERVER__MAX_BODY_BYTES": "65536", "SOVEREIGN_ENGINE__N_CTX": "2048"},
+    )
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def engine_settings() -> EngineSettings:
+    return load_settings().engine.model_copy(update={"n_ctx": 1024})
+
+
+@pytest.fixture
+async def llama(engine_settings: EngineSettings) -> AsyncIterator[object]:
+    """The real embedded engine (SmolLM2-135M), loaded per test (about 0.3 s)."""
+    from sovereign.backends.llamacpp import LlamaCppBackend
+
+    backend = LlamaCppBackend(engine_settings)
+    await backend.start()
+    yield backend
+    await backend.close()
