@@ -56,7 +56,7 @@ def test_unknown_env_variable_is_an_error(monkeypatch: pytest.MonkeyPatch) -> No
 
 def test_invalid_env_value_names_the_field(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SOVEREIGN_SERVER__PORT", "99999")
-    with pytest.raises(ConfigError, match="server.port"):
+    with pytest.raises(ConfigError, match=r"server\.port"):
         load_settings()
 
 

@@ -100,6 +100,24 @@ class RagSettings(Section):
     )
     top_k: int = Field(5, ge=1, le=100, description="Chunks returned by a search by default.")
     rrf_k: int = Field(60, ge=1, description="Reciprocal Rank Fusion constant (Cormack et al. 2009).")
+    candidates: int = Field(
+        50, ge=1, le=1000, description="Candidates each side (BM25, vector) contributes before fusion."
+    )
+    max_file_bytes: int = Field(
+        50 * 1024 * 1024, ge=1, description="Files larger than this are skipped by ingestion."
+    )
+    ann_connectivity: int = Field(16, ge=4, le=128, description="Embedded store: usearch HNSW edges per node (M).")
+    ann_expansion_add: int = Field(128, ge=8, description="Embedded store: usearch ef during index build.")
+    ann_expansion_search: int = Field(96, ge=8, description="Embedded store: usearch ef during search.")
+    pg_schema: str = Field("sovereign_rag", description="pgvector store: PostgreSQL schema holding the tables.")
+    pg_hnsw_m: int = Field(16, ge=2, le=100, description="pgvector store: HNSW m (edges per node).")
+    pg_hnsw_ef_construction: int = Field(64, ge=4, description="pgvector store: HNSW ef_construction.")
+    pg_hnsw_ef_search: int = Field(100, ge=1, le=1000, description="pgvector store: hnsw.ef_search per query.")
+    pg_halfvec: bool = Field(False, description="pgvector store: keep vectors as halfvec (16-bit floats).")
+    pg_pool_max: int = Field(8, ge=1, description="pgvector store: most pooled connections.")
+    answer_max_tokens: int = Field(
+        256, ge=16, description="sovereign-rag: output tokens reserved when the request sets no max_tokens."
+    )
 
 
 class CacheSettings(Section):
@@ -124,6 +142,18 @@ class AgentSettings(Section):
     support_threshold: float = Field(
         0.45, ge=0.0, le=1.0, description="Min cosine(sentence, cited chunk) for a sentence to count as supported."
     )
+    top_k: int = Field(5, ge=1, le=50, description="Chunks fetched per sub-query by the retrieval expert.")
+    context_tokens: int = Field(
+        900, ge=64, description="Most source tokens packed into the synthesizer prompt (clamped to the model's window)."
+    )
+    rerank: bool = Field(False, description="Rerank fused chunks by cosine(question, chunk) with the embedding model.")
+    max_tokens: int = Field(256, ge=1, description="Answer tokens when the request gives no max_tokens.")
+    history_turns: int = Field(4, ge=0, le=50, description="Earlier question/answer pairs kept per conversation.")
+    checkpointer: Literal["sqlite", "postgres", "memory"] = Field(
+        "sqlite", description="Where conversations persist: data_dir/agents.sqlite, PostgreSQL, or memory."
+    )
+    pg_dsn_env: str | None = Field(None, description="Env var holding the PostgreSQL DSN when checkpointer = postgres.")
+    model: str | None = Field(None, description="Chat model the pipeline routes and answers with; unset = engine.model_name.")
 
 
 class ObservabilitySettings(Section):
@@ -135,6 +165,51 @@ class ObservabilitySettings(Section):
     capture_content: bool = Field(False, description="Put prompt and completion text in spans and logs.")
     log_level: str = Field("INFO", description="Root log level.")
     log_json: bool = Field(True, description="Write structured JSON logs.")
+
+
+class DeploymentSettings(Section):
+    """One engine serving a public model name (an item of ``[[backends.deployments]]``)."""
+
+    name: str = Field(min_length=1, description="Unique deployment name (used by `backends use`, metrics).")
+    model: str = Field(min_length=1, description="Public model name this deployment serves.")
+    engine: Literal[
+        "vllm", "sglang", "llamacpp-server", "llama-cpp-python", "ollama", "tgi", "triton", "openai", "embedded"
+    ] = Field(description="Engine kind; see docs/engines.md. `embedded` = the in-process engine.")
+    base_url: str | None = Field(None, description="OpenAI base URL ending in /v1; required unless embedded.")
+    served_model: str | None = Field(None, description="Model id the engine expects; unset = `model`.")
+    context_window: int | None = Field(None, ge=128, description="Tokens (prompt + output); unset = 4096.")
+    weight: float = Field(1.0, ge=0, description="Share of first picks (sticky per user); 0 = fallback only.")
+    api_key_env: str | None = Field(None, description="Env var holding the engine's API key.")
+
+
+class BackendsSettings(Section):
+    """Remote engines, routing, resilience and conversations (deployments come from the TOML file)."""
+
+    deployments: list[DeploymentSettings] = Field(
+        default_factory=list, description="Ordered deployments; per public model, the order is the fallback order."
+    )
+    aliases: dict[str, str] = Field(default_factory=dict, description="Extra model names -> public model names.")
+    default_model: str = Field("default", description="Public name that follows the switchable default route.")
+    default_route: str | None = Field(
+        None, description="Model or deployment name behind `default_model`; unset = the embedded model."
+    )
+    retry_attempts: int = Field(3, ge=1, le=10, description="Tries per deployment before the first token.")
+    retry_initial_s: float = Field(0.1, gt=0, description="First retry back-off in seconds (doubles each try).")
+    retry_max_s: float = Field(2.0, gt=0, description="Longest back-off between retries in seconds.")
+    retry_jitter_s: float = Field(0.1, ge=0, description="Random jitter added to each back-off, in seconds.")
+    connect_timeout_s: float = Field(2.0, gt=0, description="TCP connect timeout to an engine, in seconds.")
+    first_token_timeout_s: float = Field(30.0, gt=0, description="Seconds to wait for the first token.")
+    total_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one generation, in seconds.")
+    breaker_failures: int = Field(3, ge=1, description="Consecutive failures that open a deployment's breaker.")
+    breaker_cooldown_s: float = Field(10.0, gt=0, description="Seconds an open breaker waits before half-open.")
+    health_interval_s: float = Field(5.0, ge=0, description="Seconds between active health probes; 0 = off.")
+    trim_policy: Literal["latest", "head-and-tail"] = Field(
+        "latest", description="Context fitting: keep system + latest turns, or also the first turns."
+    )
+    keep_head_messages: int = Field(2, ge=0, description="Non-system messages kept from the start (head-and-tail).")
+    reserve_output_tokens: int = Field(256, ge=1, description="Output room kept when a request sets no max_tokens.")
+    conversations_store: Literal["sqlite", "postgres"] = Field("sqlite", description="Conversation store.")
+    conversations_dsn_env: str | None = Field(None, description="Env var holding the PostgreSQL DSN (postgres).")
 
 
 class Settings(BaseSettings):
@@ -153,6 +228,9 @@ class Settings(BaseSettings):
     rag: RagSettings = Field(default_factory=RagSettings, description="Document memory.")
     cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")
     agents: AgentSettings = Field(default_factory=AgentSettings, description="Agent pipeline.")
+    backends: BackendsSettings = Field(
+        default_factory=BackendsSettings, description="Remote engines, routing and resilience."
+    )
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Metrics, traces and logs."
     )

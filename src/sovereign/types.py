@@ -50,6 +50,7 @@ class GenerationRequest:
     messages: tuple[ChatMessage, ...] = ()
     prompt: str | None = None
     user: str | None = None
+    conversation_id: str | None = None
 
     @property
     def is_chat(self) -> bool:

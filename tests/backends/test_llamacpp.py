@@ -104,7 +104,7 @@ async def test_concurrent_requests_all_complete_in_fifo_order(llama: LlamaCppBac
 async def test_closing_a_stream_stops_generation_and_frees_the_engine(llama: LlamaCppBackend) -> None:
     stream = llama.stream(chat("Write a very long essay about the sea.", max_tokens=900, ignore_eos=True))
     got = 0
-    async for chunk in stream:
+    async for _chunk in stream:
         got += 1
         if got == 3:
             break

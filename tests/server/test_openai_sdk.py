@@ -46,7 +46,9 @@ def test_chat_completion_json(client: openai.OpenAI) -> None:
 
 
 def test_chat_stream_matches_json_and_reports_usage(client: openai.OpenAI) -> None:
-    kwargs = dict(model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=24, temperature=0)
+    kwargs = dict(
+        model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=24, temperature=0
+    )
     whole = client.chat.completions.create(**kwargs).choices[0].message.content
     stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
     parts, finish, usage = [], None, None
@@ -131,7 +133,9 @@ def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
         ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),             # missing model
     ],
 )
-def test_bad_chat_requests_get_openai_envelope(live_server: LiveServer, body: dict, status: int, param_or_code: str) -> None:
+def test_bad_chat_requests_get_openai_envelope(
+    live_server: LiveServer, body: dict, status: int, param_or_code: str
+) -> None:
     response = httpx.post(live_server.url + "/v1/chat/completions", json=body, timeout=30)
     assert response.status_code == status, response.text
     error = response.json()["error"]

@@ -52,7 +52,8 @@ class ChatBackend(Protocol):
         """Prompt tokens as the engine's own tokenizer counts them (chat template applied)."""
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
-        """Generate; the last chunk has ``finish_reason``. Closing the iterator stops generation.
+        """Generate; the last chunk has ``finish_reason``. Implementations are async generators:
+        ``aclose()`` (client disconnect) stops generation at once.
 
         Raises:
             ContextLengthExceededError: prompt + ``max_tokens`` exceed the context window.

@@ -19,7 +19,7 @@ import importlib.util
 import math
 import secrets
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -198,15 +198,45 @@ class LlamaCppBackend:
         return list(self._require().tokenize(text.encode(), add_bos=False, special=False))
 
     def kv_cache_bytes(self) -> int:
-        """Bytes llama.cpp allocated for the KV cache of this context (used by the capacity planner)."""
+        """Bytes llama.cpp allocates for the KV cache of a context with this engine's parameters.
+
+        ``llama_state_get_size`` is the size of a serialized state, not the cache. llama.cpp reports
+        its own allocation when it creates a context (``llama_kv_cache: <dev> KV buffer size = X MiB``,
+        src/llama-kv-cache.cpp); this creates one more context on the loaded model with the same
+        ``context_params``, captures those log lines through ``llama_log_set`` and frees it. The log
+        prints MiB with two decimals, so the result is exact to +-0.005 MiB per buffer.
+
+        Raises:
+            EngineUnavailableError: the model is not loaded, or llama.cpp reported no KV buffer.
+        """
+        import ctypes
+        import re
+
         import llama_cpp
+        from llama_cpp._logger import llama_log_callback as restore
 
         llm = self._require()
-        return int(llama_cpp.llama_state_get_size(llm._ctx.ctx))
+        lines: list[str] = []
+
+        @llama_cpp.llama_log_callback
+        def capture(_level: int, text: bytes, _user: ctypes.c_void_p) -> None:
+            lines.append(text.decode("utf-8", errors="replace"))
+
+        llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
+        try:
+            ctx = llama_cpp.llama_init_from_model(llm._model.model, llm.context_params)
+            if ctx:
+                llama_cpp.llama_free(ctx)
+        finally:
+            llama_cpp.llama_log_set(restore, ctypes.c_void_p(0))
+        sizes = re.findall(r"KV buffer size =\s*([0-9.]+) MiB", "".join(lines))
+        if not sizes:
+            raise EngineUnavailableError("llama.cpp reported no KV buffer size for this context.")
+        return round(sum(float(s) for s in sizes) * 1024 * 1024)
 
     # -- generation --------------------------------------------------------------------------
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         tokens = self.prompt_tokens(request)
         max_tokens = resolve_max_tokens(
             len(tokens), request.sampling.max_tokens, self.settings.n_ctx, self.settings.default_max_tokens

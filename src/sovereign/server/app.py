@@ -78,6 +78,11 @@ def _install_error_handlers(app: FastAPI) -> None:
         return ORJSONResponse(body, status_code=500)
 
 
+def _log_load_failure(task: asyncio.Task[None]) -> None:
+    if not task.cancelled() and task.exception() is not None:
+        log.error("model load failed: %s", task.exception())
+
+
 def _modules(package: ModuleType) -> list[ModuleType]:
     """Every module of ``package`` in name order (routes and plugins are discovered, not listed)."""
     names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
@@ -101,9 +106,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             if closer is not None:
                 closers.append(closer)
         loader = asyncio.create_task(state.registry.start_all())
-        loader.add_done_callback(
-            lambda t: t.cancelled() or t.exception() is None or log.error("model load failed: %s", t.exception())
-        )
+        loader.add_done_callback(_log_load_failure)
         app.state.loader = loader
         try:
             yield

@@ -70,7 +70,7 @@ class SamplingFields(WireModel):
     logit_bias: dict[str, float] | None = None
     user: str | None = Field(None, max_length=256)
     ignore_eos: bool = False
-    cache: Literal["auto", "no-cache", "no-store", "off"] | None = None
+    cache: Literal["auto", "no-cache", "no-store", "off", "force"] | None = None  # see docs/cache.md
 
     @field_validator("stop")
     @classmethod
@@ -147,7 +147,8 @@ class ChatCompletionRequest(SamplingFields):
         limit = self.max_completion_tokens or self.max_tokens
         messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in self.messages)
         return GenerationRequest(
-            model=self.model, sampling=self.sampling(limit, json_mode), messages=messages, user=self.user
+            model=self.model, sampling=self.sampling(limit, json_mode), messages=messages, user=self.user,
+            conversation_id=self.conversation_id,
         )
 
 

@@ -11,12 +11,13 @@ chunk's ``sovereign`` field when streaming.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import ORJSONResponse, StreamingResponse
 
 from sovereign.backends.base import ChatBackend, collect
+from sovereign.cache import gateway as response_cache
 from sovereign.errors import SovereignError
 from sovereign.observability import metrics
 from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
@@ -63,18 +64,21 @@ async def _generate(
     request.scope["state"]["model"] = backend.name
     shape = CompletionShape(model=domain.model, chat=chat)
     clock = _TokenClock(request, backend.name)
+    cached = await response_cache.plan(request, wire, domain, backend, chat=chat)
+    if cached.hit:
+        return cached.respond(shape, wire)
 
     if not wire.stream:
-        result = await collect(_clocked(backend.stream(domain), clock))
+        result = await collect(cached.wrap(_clocked(backend.stream(domain), clock)))
         clock.finish(result.usage)
         if result.metadata:
             shape.extra["sovereign"] = result.metadata
-        return ORJSONResponse(shape.body(result))
+        return ORJSONResponse(shape.body(result), headers=cached.headers)
 
     options = wire.stream_options
     include_usage = bool(options and options.include_usage)
     continuous = bool(options and options.continuous_usage_stats)
-    stream = _clocked(backend.stream(domain), clock)
+    stream = cached.wrap(_clocked(backend.stream(domain), clock))
     first_chunk = await anext(stream)  # errors before the first token become HTTP errors
 
     async def events() -> AsyncIterator[bytes]:
@@ -100,17 +104,21 @@ async def _generate(
         yield DONE_EVENT
 
     return StreamingResponse(
-        events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+        events(), media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no", **cached.headers},
     )
 
 
-async def _clocked(chunks: AsyncIterator[GenerationChunk], clock: _TokenClock) -> AsyncIterator[GenerationChunk]:
+async def _clocked(
+    chunks: AsyncIterator[GenerationChunk], clock: _TokenClock
+) -> AsyncGenerator[GenerationChunk, None]:
     try:
         async for chunk in chunks:
             clock.tick(chunk)
             yield chunk
     finally:
-        await chunks.aclose()  # type: ignore[attr-defined]
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()  # stops the engine when the client went away
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(require_api_key)], response_model=None)

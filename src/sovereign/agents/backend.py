@@ -1,0 +1,186 @@
+"""``sovereign-agent``: the agent pipeline behind the ChatBackend Protocol.
+
+``stream()`` runs the graph and turns its events into :class:`~sovereign.types.GenerationChunk`\\ s:
+the synthesizer's tokens as they come, then one final chunk whose ``metadata`` is the documented
+``sovereign`` response field (docs/agents.md)::
+
+    {"sources": [{"n", "chunk_id", "doc_id", "path", "title", "heading", "score"}, ...],
+     "grounded": bool, "validator": {...verdict...},
+     "nodes": {"router": {"ms": 0.1, "tokens": 0, "prompt_tokens": 0}, ...},
+     "route": {"route", "reason", "by"}, "subqueries": [...],
+     "warnings": [...], "degraded": bool, "conversation_id": "..."}
+
+When the validator sends the answer back for its one feedback round, the revision streams after a
+separator line (``REVISION_SEPARATOR``), so streamed and non-streamed text are the same.
+If the graph itself breaks (a bug, the checkpointer's database), the request is answered on the
+simple path outside the graph with a warning. Only a failure of the model itself, which no path
+can work around, is raised (as the engine's own error: 502/503/504, never 500).
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from sovereign.agents.graph import AgentGraph
+from sovereign.agents.isolation import NodeFn, guarded
+from sovereign.agents.nodes.simple import simple_answer
+from sovereign.agents.state import (
+    AgentDeps,
+    RunContext,
+    Turn,
+    check_conversation_id,
+    check_question,
+    fresh_state,
+)
+from sovereign.backends.base import Capabilities
+from sovereign.errors import EngineError, InvalidRequestError, UnsupportedParameterError
+from sovereign.observability import metrics
+from sovereign.observability.tracing import span
+from sovereign.types import GenerationChunk, GenerationRequest, Usage
+
+log = logging.getLogger("sovereign.agents")
+MODEL_NAME = "sovereign-agent"
+REVISION_SEPARATOR = "\n\n---\nRevised after validation:\n"
+SIMPLE_SEPARATOR = "\n\n---\nAnswer (simple path):\n"
+
+
+def split_request(request: GenerationRequest) -> tuple[str, list[Turn]]:
+    """``(question, earlier user/assistant turns)`` from a chat request: the question is the last
+    user message; system and tool messages are not part of the conversation memory.
+
+    Raises:
+        InvalidRequestError: no user message, or an empty question.
+        UnsupportedParameterError: a text-completion request (prompt) or json_mode.
+    """
+    if not request.is_chat:
+        raise UnsupportedParameterError(f"{MODEL_NAME} answers chat requests only; use /v1/chat/completions.",
+                                        param="model")
+    if request.sampling.json_mode:
+        raise UnsupportedParameterError(f"{MODEL_NAME} writes cited prose; response_format json is not supported.",
+                                        param="response_format")
+    users = [i for i, m in enumerate(request.messages) if m.role == "user"]
+    if not users:
+        raise InvalidRequestError("Send at least one user message: the last one is the question.", param="messages")
+    last = users[-1]
+    question = check_question(request.messages[last].content)
+    history = [{"role": m.role, "content": m.content} for m in request.messages[:last]
+               if m.role in ("user", "assistant") and m.content.strip()]
+    return question, history
+
+
+def response_metadata(state: dict[str, Any], conversation_id: str) -> dict[str, Any]:
+    """The ``sovereign`` response field from a final state (see the module docstring)."""
+    verdict = state.get("verdict") or {"status": "skipped"}
+    sources = [{k: v for k, v in s.items() if k not in ("text", "tokens")} for s in state.get("sources", [])]
+    return {
+        "sources": sources,
+        "grounded": verdict.get("status") == "passed",
+        "validator": verdict,
+        "nodes": state.get("nodes") or {},
+        "route": state.get("route") or {},
+        "subqueries": state.get("subqueries") or [],
+        "warnings": state.get("warnings") or [],
+        "degraded": bool(state.get("degraded")),
+        "conversation_id": conversation_id,
+    }
+
+
+class AgentBackend:
+    """The agent pipeline as a chat model. Implements :class:`~sovereign.backends.base.ChatBackend`.
+
+    Args:
+        deps: model, retriever provider, embedder and settings the nodes use.
+        data_dir: where the SQLite checkpointer keeps ``agents.sqlite``.
+        nodes: node adapters overriding the defaults by name (tests force failures with it).
+        name: public model name.
+    """
+
+    def __init__(self, deps: AgentDeps, data_dir: Path, *, nodes: dict[str, NodeFn] | None = None,
+                 name: str = MODEL_NAME) -> None:
+        self.name = name
+        self.deps = deps
+        self.graph = AgentGraph(deps.settings, data_dir, nodes)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        inner = self.deps.model.capabilities
+        return Capabilities(context_window=inner.context_window, json_mode=False, seed=inner.seed,
+                            ignore_eos=False, completions=False, engine=f"agents over {self.deps.model.name}")
+
+    @property
+    def ready(self) -> bool:
+        return self.deps.model.ready and self.graph.started
+
+    async def start(self) -> None:
+        """Start the model (idempotent) and open the checkpointer. Raises EngineUnavailableError / StorageError."""
+        await self.deps.model.start()
+        await self.graph.start()
+
+    async def close(self) -> None:
+        """Close the checkpointer; the model belongs to the registry and is closed there."""
+        await self.graph.close()
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return await self.deps.model.count_prompt_tokens(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        question, history = split_request(request)
+        conversation_id = check_conversation_id(request.conversation_id) or uuid.uuid4().hex
+        async for item in self.events(question, history, conversation_id, request):
+            if isinstance(item, GenerationChunk):
+                yield item
+
+    async def events(
+        self, question: str, history: list[Turn], conversation_id: str, request: GenerationRequest
+    ) -> AsyncIterator[GenerationChunk | dict[str, Any]]:
+        """Node events (dicts, for the CLI view) interleaved with the chunks :meth:`stream` yields."""
+        ctx = RunContext(deps=self.deps, sampling=request.sampling, collection=self.deps.collection)
+        emitted = False
+        usage = Usage()
+        state: dict[str, Any] = {}
+        with span("agent.run", **{"agent.model": self.name}):
+            try:
+                async for event in self.graph.run(question, history, conversation_id, ctx):
+                    kind = event.get("type")
+                    if kind == "token":
+                        emitted = True
+                        usage.completion_tokens += 1
+                        yield GenerationChunk(text=event["text"], usage=Usage(0, usage.completion_tokens))
+                    elif kind == "revision" and emitted:
+                        sep = REVISION_SEPARATOR if event.get("attempt", 0) > 1 else SIMPLE_SEPARATOR
+                        yield GenerationChunk(text=sep, usage=Usage(0, usage.completion_tokens))
+                    elif kind == "final":
+                        state = event["state"]
+                    yield event
+            except (EngineError, InvalidRequestError):
+                raise  # the model failed on the simple path too: a real engine error, mapped at the edge
+            except Exception as exc:
+                log.exception("agent graph failed; answering on the simple path")
+                metrics.AGENT_DEGRADED.labels(node="graph").inc()
+                state = await self._simple_outside_graph(question, history, ctx, exc)
+                if emitted:
+                    yield GenerationChunk(text=SIMPLE_SEPARATOR, usage=Usage(0, usage.completion_tokens))
+                yield GenerationChunk(text=state.get("answer", ""), usage=Usage(0, usage.completion_tokens))
+        metadata = response_metadata(state, conversation_id)
+        nodes = metadata["nodes"].values()
+        final_usage = Usage(prompt_tokens=sum(n.get("prompt_tokens", 0) for n in nodes),
+                            completion_tokens=sum(n.get("tokens", 0) for n in nodes))
+        finish = state.get("finish_reason") or "stop"
+        yield GenerationChunk(text="", usage=final_usage, finish_reason=finish, metadata=metadata)  # type: ignore[arg-type]
+
+    async def _simple_outside_graph(
+        self, question: str, history: list[Turn], ctx: RunContext, exc: Exception
+    ) -> dict[str, Any]:
+        ctx.emit = lambda _event: None
+        state: dict[str, Any] = dict(fresh_state(question, history))
+        state.update(failed="graph", degraded=True, warnings=[f"pipeline failed ({type(exc).__name__}); "
+                                                              "answered on the simple path"], nodes={})
+        update = await guarded("simple", simple_answer, degrade=False)(state, ctx)  # type: ignore[arg-type]
+        state["warnings"] += update.pop("warnings", [])
+        state["nodes"].update(update.pop("nodes", {}))
+        state.update(update)
+        return state

@@ -1,0 +1,136 @@
+"""Retrieval expert: sub-queries in parallel, deduplicate, fuse, optionally rerank, pack.
+
+Fusion is weighted Reciprocal Rank Fusion (Cormack, Clarke & Büttcher, SIGIR 2009) over the
+sub-queries' ranked lists: ``score(chunk) = sum_q w_q / (60 + rank_q)``, with weight 1 for the
+whole question and 0.5 for its parts, so the whole question's best chunks stay on top and a chunk
+found by several sub-queries rises. Packing keeps fused order and skips chunks that do not fit in
+the token budget (a later, shorter chunk may still fit).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from sovereign.agents.state import AgentState, RunContext, past_turns
+from sovereign.backends.base import EmbeddingBackend
+from sovereign.errors import EngineUnavailableError
+from sovereign.observability.tracing import span
+from sovereign.rag.models import Retriever, SearchHit
+
+log = logging.getLogger("sovereign.agents")
+RRF_K = 60
+PART_WEIGHT = 0.5
+
+
+async def _search(retriever: Retriever, query: str, index: int, top_k: int, collection: str | None) -> list[SearchHit]:
+    with span("agent.retriever.search", **{"agent.subquery": index, "agent.top_k": top_k}) as current:
+        hits = list(await retriever.search(query, top_k=top_k, collection=collection))
+        current.set_attribute("agent.hits", len(hits))
+    return hits
+
+
+def fuse(ranked: Sequence[Sequence[SearchHit]]) -> list[SearchHit]:
+    """Deduplicate by ``chunk_id`` and order by weighted RRF (list 0 = whole question, weight 1)."""
+    scores: dict[str, float] = {}
+    first: dict[str, SearchHit] = {}
+    for i, hits in enumerate(ranked):
+        weight = 1.0 if i == 0 else PART_WEIGHT
+        for rank, hit in enumerate(hits, start=1):
+            scores[hit.chunk_id] = scores.get(hit.chunk_id, 0.0) + weight / (RRF_K + rank)
+            first.setdefault(hit.chunk_id, hit)
+    order = sorted(scores, key=lambda cid: -scores[cid])
+    return [first[cid] for cid in order]
+
+
+async def rerank(question: str, hits: list[SearchHit], embedder: EmbeddingBackend) -> list[SearchHit]:
+    """Reorder ``hits`` by cosine(question, chunk text) under ``embedder`` (one embed call)."""
+    if len(hits) < 2:
+        return hits
+    with span("agent.embed", **{"agent.purpose": "rerank", "agent.texts": len(hits) + 1}):
+        vectors, _ = await embedder.embed([question] + [h.text for h in hits])
+    sims = vectors[1:] @ vectors[0]
+    return [hits[i] for i in np.argsort(-sims, kind="stable")]
+
+
+def pack(hits: Sequence[SearchHit], budget_tokens: int, count_tokens: Callable[[str], int]) -> list[dict[str, Any]]:
+    """Sources numbered from 1: ``SearchHit.source()`` plus ``n``, ``text`` and ``tokens``, in order,
+    totalling at most ``budget_tokens`` (chunk tokens as ``count_tokens`` counts them)."""
+    sources: list[dict[str, Any]] = []
+    used = 0
+    for hit in hits:
+        tokens = count_tokens(hit.text)
+        if used + tokens > budget_tokens:
+            continue
+        used += tokens
+        sources.append({**hit.source(), "n": len(sources) + 1, "text": hit.text, "tokens": tokens})
+    return sources
+
+
+async def retrieve(
+    subqueries: Sequence[str],
+    retriever: Retriever | None,
+    *,
+    top_k: int,
+    budget_tokens: int,
+    count_tokens: Callable[[str], int],
+    collection: str | None = None,
+    embedder: EmbeddingBackend | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """Run the sub-queries concurrently and pack the fused chunks. Returns ``(sources, warnings)``.
+
+    A failing sub-query is dropped with a warning; if every one fails the first error is raised.
+
+    Raises:
+        EngineUnavailableError: no retriever (document memory not installed).
+        whatever ``retriever.search`` raises, when all sub-queries fail.
+    """
+    if retriever is None:
+        raise EngineUnavailableError("Document memory is not installed: no retriever to search.")
+    results = await asyncio.gather(
+        *(_search(retriever, q, i, top_k, collection) for i, q in enumerate(subqueries)), return_exceptions=True
+    )
+    ranked: list[list[SearchHit]] = []
+    warnings: list[str] = []
+    errors: list[BaseException] = []
+    for query, result in zip(subqueries, results, strict=True):
+        if isinstance(result, BaseException):
+            errors.append(result)
+            warnings.append(f"retrieval: sub-query {query[:60]!r} failed ({type(result).__name__})")
+        else:
+            ranked.append(result)
+    if not ranked:
+        raise errors[0]
+    hits = fuse(ranked)
+    if embedder is not None:
+        hits = await rerank(subqueries[0], hits, embedder)
+    return pack(hits, budget_tokens, count_tokens), warnings
+
+
+def context_budget(ctx: RunContext, history_tokens: int) -> int:
+    """Tokens left for sources: ``agents.context_tokens`` clamped to the model's window minus the
+    answer budget, the history and ~200 tokens of instructions."""
+    settings = ctx.deps.settings
+    answer = ctx.sampling.max_tokens or settings.max_tokens
+    window = ctx.deps.model.capabilities.context_window
+    return max(0, min(settings.context_tokens, window - answer - history_tokens - 200))
+
+
+async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
+    """State adapter: sets ``sources`` (and appends sub-query warnings)."""
+    deps = ctx.deps
+    history_tokens = sum(deps.count_tokens(t["content"]) for t in past_turns(state))
+    sources, warnings = await retrieve(
+        state.get("subqueries") or [state["question"]],
+        deps.retriever(),
+        top_k=deps.settings.top_k,
+        budget_tokens=context_budget(ctx, history_tokens),
+        count_tokens=deps.count_tokens,
+        collection=ctx.collection,
+        embedder=deps.embedder if deps.settings.rerank else None,
+    )
+    return {"sources": sources, "warnings": warnings}

@@ -1,0 +1,1 @@
+"""Cache storage backends: ``sqlite`` (embedded, default) and ``redis`` (shared by gateway processes)."""

@@ -1,0 +1,261 @@
+"""Embedded cache backend: SQLite (WAL) for entries + the in-process per-scope vector index.
+
+One file ``<data_dir>/cache.sqlite3``; every SQLite call runs on one dedicated thread (the
+connection is never shared across threads); the vector index lives on the event-loop thread and
+is rebuilt from the table at :meth:`open`. One gateway process per file: several processes on one
+file would each keep their own index (use the ``redis`` backend to share a cache).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any, TypeVar
+
+import numpy as np
+
+from sovereign.cache.entry import CacheEntry, vector_bytes
+from sovereign.cache.semantic import VectorIndex
+from sovereign.errors import StorageError
+from sovereign.observability import metrics
+
+T = TypeVar("T")
+SWEEP_EVERY = 256  # puts between TTL sweeps
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, scope TEXT NOT NULL, payload BLOB NOT NULL, vector BLOB,
+    expires REAL NOT NULL, used REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS entries_used ON entries(used);
+CREATE INDEX IF NOT EXISTS entries_expires ON entries(expires);
+CREATE TABLE IF NOT EXISTS provenance (
+    doc_id TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (doc_id, key)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS provenance_key ON provenance(key);
+"""
+
+
+class SqliteCacheBackend:
+    """Implements :class:`~sovereign.cache.backends.base.CacheBackend` on one SQLite file.
+
+    Args:
+        path: database file (created with its directory).
+        max_entries: LRU limit; ``dimensions``: query vector length (384 for MiniLM).
+    """
+
+    name = "sqlite"
+
+    def __init__(self, path: Path, *, max_entries: int, dimensions: int = 384) -> None:
+        self.path = path
+        self.max_entries = max_entries
+        self.index = VectorIndex(dimensions)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sqlite")
+        self._db: sqlite3.Connection | None = None
+        self._count = 0
+        self._puts = 0
+
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        def call() -> T:
+            if self._db is None:
+                raise StorageError("The cache database is closed.")
+            try:
+                with self._db:
+                    return fn(self._db)
+            except sqlite3.Error as exc:
+                raise StorageError(f"Cache database {self.path} failed: {exc}") from exc
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def open(self) -> None:
+        def connect() -> list[tuple[str, str, bytes, float]]:
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+                db.execute("PRAGMA journal_mode=WAL")
+                db.execute("PRAGMA synchronous=NORMAL")
+                db.executescript(_SCHEMA)
+                db.isolation_level = ""  # back to implicit transactions for `with db:`
+                self._db = db
+                return db.execute(
+                    "SELECT key, scope, vector, expires FROM entries WHERE vector IS NOT NULL AND expires > ?",
+                    (time.time(),),
+                ).fetchall()
+            except (sqlite3.Error, OSError) as exc:
+                raise StorageError(f"Cannot open the cache database {self.path}: {exc}") from exc
+
+        rows = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        for key, scope, vector, expires in rows:
+            self.index.add(scope, key, np.frombuffer(vector, dtype="<f4"), expires)
+        self._count = await self._run(lambda db: db.execute("SELECT count(*) FROM entries").fetchone()[0])
+        metrics.CACHE_ENTRIES.labels(backend=self.name).set(self._count)
+
+    async def close(self) -> None:
+        def shut() -> None:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
+        self._executor.shutdown(wait=True)
+        self.index.clear()
+
+    async def get(self, key: str) -> CacheEntry | None:
+        now = time.time()
+
+        def read(db: sqlite3.Connection) -> tuple[str, bytes, bytes | None, float] | None:
+            row = db.execute("SELECT scope, payload, vector, expires FROM entries WHERE key = ?", (key,)).fetchone()
+            if row is None:
+                return None
+            if row[3] <= now:
+                self._delete(db, [key])
+            else:
+                db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
+            return row  # type: ignore[no-any-return]
+
+        row = await self._run(read)
+        if row is None:
+            return None
+        if row[3] <= now:
+            self._forget([key], "ttl")
+            return None
+        return CacheEntry.from_payload(key, row[0], row[1], row[2])
+
+    async def nearest(self, scope: str, vector: np.ndarray, k: int = 4) -> list[tuple[CacheEntry, float]]:
+        found = self.index.search(scope, vector, k=k, now=time.time())
+        if not found:
+            return []
+        keys = [key for key, _ in found]
+
+        def read(db: sqlite3.Connection) -> dict[str, tuple[str, bytes, bytes | None]]:
+            marks = ",".join("?" * len(keys))
+            rows = db.execute(
+                f"SELECT key, scope, payload, vector FROM entries WHERE key IN ({marks})", keys
+            ).fetchall()
+            return {r[0]: (r[1], r[2], r[3]) for r in rows}
+
+        rows = await self._run(read)
+        out = []
+        for key, score in found:
+            if key in rows:
+                out.append((CacheEntry.from_payload(key, *rows[key]), score))
+            else:
+                self.index.remove(key)  # deleted by another path since indexing
+        return out
+
+    async def touch(self, key: str) -> None:
+        now = time.time()
+        await self._run(lambda db: db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key)))
+
+    async def put(self, entry: CacheEntry) -> None:
+        await self.put_many([entry])
+
+    async def put_many(self, entries: list[CacheEntry]) -> None:
+        """Insert or replace several entries in one transaction (bulk loads, benchmarks)."""
+        now = time.time()
+        self._puts += len(entries)
+        sweep = self._puts >= SWEEP_EVERY
+
+        def write(db: sqlite3.Connection) -> tuple[int, list[str], list[str]]:
+            keys = [e.key for e in entries]
+            existing = self._existing(db, keys)
+            db.executemany(
+                "INSERT OR REPLACE INTO entries (key, scope, payload, vector, expires, used) VALUES (?,?,?,?,?,?)",
+                [(e.key, e.scope, e.payload(), vector_bytes(e.vector), e.expires, now) for e in entries],
+            )
+            db.executemany("DELETE FROM provenance WHERE key = ?", [(k,) for k in keys])
+            db.executemany("INSERT OR IGNORE INTO provenance (doc_id, key) VALUES (?, ?)",
+                           [(d, e.key) for e in entries for d in e.doc_ids])
+            added = len(set(keys)) - existing
+            expired: list[str] = []
+            if sweep:
+                expired = [r[0] for r in db.execute("SELECT key FROM entries WHERE expires <= ?", (now,))]
+                self._delete(db, expired)
+            total = self._count + added - len(expired)
+            lru: list[str] = []
+            if total > self.max_entries:
+                lru = [r[0] for r in db.execute(
+                    "SELECT key FROM entries ORDER BY used LIMIT ?", (total - self.max_entries,))]
+                self._delete(db, lru)
+            return added, expired, lru
+
+        added, expired, lru = await self._run(write)
+        if sweep:
+            self._puts = 0
+        self._count += added
+        for entry in entries:
+            if entry.vector is not None:
+                self.index.add(entry.scope, entry.key, entry.vector, entry.expires)
+            else:
+                self.index.remove(entry.key)
+        self._forget(expired, "ttl")
+        self._forget(lru, "lru")
+
+    @staticmethod
+    def _existing(db: sqlite3.Connection, keys: list[str]) -> int:
+        found = 0
+        for start in range(0, len(keys), 500):
+            part = keys[start:start + 500]
+            marks = ",".join("?" * len(part))
+            found += db.execute(f"SELECT count(*) FROM entries WHERE key IN ({marks})", part).fetchone()[0]
+        return found
+
+    @staticmethod
+    def _delete(db: sqlite3.Connection, keys: list[str]) -> None:
+        db.executemany("DELETE FROM entries WHERE key = ?", [(k,) for k in keys])
+        db.executemany("DELETE FROM provenance WHERE key = ?", [(k,) for k in keys])
+
+    def _forget(self, keys: list[str], reason: str) -> None:
+        """Loop-thread bookkeeping after rows were deleted: index, count, metrics."""
+        if not keys:
+            return
+        for key in keys:
+            self.index.remove(key)
+        self._count = max(0, self._count - len(keys))
+        if reason != "clear":
+            metrics.CACHE_EVICTIONS.labels(reason=reason).inc(len(keys))
+        metrics.CACHE_ENTRIES.labels(backend=self.name).set(self._count)
+
+    async def delete_documents(self, doc_ids: Iterable[str]) -> int:
+        ids = sorted(set(doc_ids))
+
+        def delete(db: sqlite3.Connection) -> list[str]:
+            keys: set[str] = set()
+            for doc_id in ids:
+                keys.update(r[0] for r in db.execute("SELECT key FROM provenance WHERE doc_id = ?", (doc_id,)))
+            self._delete(db, sorted(keys))
+            return sorted(keys)
+
+        keys = await self._run(delete)
+        self._forget(keys, "invalidated")
+        return len(keys)
+
+    async def clear(self) -> int:
+        def wipe(db: sqlite3.Connection) -> int:
+            n = db.execute("SELECT count(*) FROM entries").fetchone()[0]
+            db.execute("DELETE FROM entries")
+            db.execute("DELETE FROM provenance")
+            return int(n)
+
+        n = await self._run(wipe)
+        self.index.clear()
+        self._count = 0
+        metrics.CACHE_ENTRIES.labels(backend=self.name).set(0)
+        return n
+
+    async def count(self) -> int:
+        return int(await self._run(lambda db: db.execute("SELECT count(*) FROM entries").fetchone()[0]))
+
+    async def stats(self) -> dict[str, Any]:
+        def read(db: sqlite3.Connection) -> dict[str, Any]:
+            entries, live = db.execute(
+                "SELECT count(*), coalesce(sum(expires > ?), 0) FROM entries", (time.time(),)).fetchone()
+            scopes = db.execute("SELECT count(DISTINCT scope) FROM entries").fetchone()[0]
+            return {"entries": entries, "live": live, "scopes": scopes}
+
+        out = await self._run(read)
+        size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
+        return {"backend": self.name, "path": str(self.path), "bytes": size, "indexed_vectors": len(self.index),
+                "max_entries": self.max_entries, **out}

@@ -1,0 +1,312 @@
+"""The PostgreSQL + pgvector store (for deployments that outgrow one machine's SQLite file).
+
+Tables live in one schema (``rag.pg_schema``): ``collections``, ``documents``, ``chunks``. Vectors are
+``vector(384)`` or, with ``halfvec=True``, ``halfvec(384)`` (16-bit floats, half the memory). An
+HNSW index with cosine distance (``vector_cosine_ops`` / ``halfvec_cosine_ops``, ``m`` and
+``ef_construction`` configurable) serves vector search, with ``hnsw.ef_search`` set per query
+transaction (``SET LOCAL``); ``hnsw.iterative_scan = relaxed_order`` (pgvector >= 0.8) keeps
+filtered queries from returning too few rows. The keyword side is a stored generated ``tsvector``
+(English configuration, GIN index) ranked with ``ts_rank_cd`` (cover density; PostgreSQL's
+built-in stand-in for BM25). Connections come from a psycopg 3 ``AsyncConnectionPool``.
+
+Errors: every ``psycopg.Error`` becomes :class:`~sovereign.errors.StorageError`.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import numpy as np
+
+from sovereign.errors import ConfigError, NotFoundError, StorageError
+from sovereign.rag.models import ChunkRecord, DocumentRecord, SearchHit
+from sovereign.rag.stores.base import Ranked, check_collection, query_terms
+
+_SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def glob_to_like(pattern: str) -> str:
+    """Shell glob (``*``, ``?``) to a SQL LIKE pattern with ``\\`` as escape."""
+    out = []
+    for ch in pattern:
+        if ch in "%_\\":
+            out.append("\\" + ch)
+        elif ch == "*":
+            out.append("%")
+        elif ch == "?":
+            out.append("_")
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+class PgVectorStore:
+    """Document store on PostgreSQL + pgvector.
+
+    Args:
+        dsn: libpq connection string or URI.
+        dimensions: vector length.
+        schema: schema for the tables (created if missing; lowercase identifier).
+        m / ef_construction: HNSW build parameters; ef_search: ``hnsw.ef_search`` for queries.
+        halfvec: store ``halfvec`` instead of ``vector``.
+        pool_max: most pooled connections.
+
+    Raises:
+        ConfigError: invalid schema name.
+    """
+
+    name = "pgvector"
+
+    def __init__(
+        self, dsn: str, dimensions: int = 384, *, schema: str = "sovereign_rag", m: int = 16,
+        ef_construction: int = 64, ef_search: int = 100, halfvec: bool = False, pool_max: int = 8,
+    ) -> None:
+        if not _SCHEMA_NAME.match(schema):
+            raise ConfigError(f"Invalid rag.pg_schema {schema!r}: use a lowercase SQL identifier.")
+        self.dsn = dsn
+        self.dimensions = dimensions
+        self.schema = schema
+        self.m, self.ef_construction, self.ef_search = m, ef_construction, ef_search
+        self.vtype = "halfvec" if halfvec else "vector"
+        self.pool_max = pool_max
+        self._pool: Any = None
+
+    def _sql(self, text: str) -> str:
+        return text.replace("{s}", self.schema).replace("{vt}", f"{self.vtype}({self.dimensions})")
+
+    async def _execute(self, sql: str, params: Sequence[Any] = (), *, fetch: bool = True) -> list[Any]:
+        import psycopg
+
+        if self._pool is None:
+            raise StorageError("The pgvector store is not open; call open() first.")
+        try:
+            async with self._pool.connection() as conn, conn.cursor() as cur:
+                await cur.execute(self._sql(sql), params)
+                return list(await cur.fetchall()) if fetch and cur.description else []
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL store failed: {exc}") from exc
+
+    async def open(self) -> None:
+        import psycopg
+        from pgvector.psycopg import register_vector_async
+        from psycopg_pool import AsyncConnectionPool
+
+        if self._pool is not None:
+            return
+
+        async def configure(conn: Any) -> None:
+            await register_vector_async(conn)
+
+        pool = AsyncConnectionPool(self.dsn, min_size=1, max_size=self.pool_max, open=False,
+                                   configure=configure, kwargs={"autocommit": True})
+        try:
+            await pool.open(wait=True, timeout=30)
+        except (psycopg.Error, Exception) as exc:
+            await pool.close()
+            raise StorageError(f"Cannot connect to PostgreSQL for the pgvector store: {exc}") from exc
+        self._pool = pool
+        ops = f"{self.vtype}_cosine_ops"
+        statements = [
+            "CREATE SCHEMA IF NOT EXISTS {s}",
+            "CREATE TABLE IF NOT EXISTS {s}.collections (name text PRIMARY KEY, version bigint NOT NULL DEFAULT 0)",
+            "CREATE TABLE IF NOT EXISTS {s}.documents (doc_id text PRIMARY KEY, collection text NOT NULL "
+            "REFERENCES {s}.collections(name), path text NOT NULL, title text NOT NULL, content_hash text NOT NULL, "
+            "size bigint NOT NULL, metadata jsonb NOT NULL, UNIQUE (collection, path))",
+            "CREATE TABLE IF NOT EXISTS {s}.chunks (id bigserial PRIMARY KEY, chunk_id text NOT NULL UNIQUE, "
+            "doc_id text NOT NULL REFERENCES {s}.documents(doc_id) ON DELETE CASCADE, collection text NOT NULL, "
+            "path text NOT NULL, title text NOT NULL, ordinal int NOT NULL, heading text NOT NULL, text text NOT NULL, "
+            "content_hash text NOT NULL, token_count int NOT NULL, embedding {vt} NOT NULL, "
+            "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', title || ' ' || heading || ' ' || text)) STORED)",
+            "CREATE INDEX IF NOT EXISTS chunks_collection ON {s}.chunks (collection)",
+            "CREATE INDEX IF NOT EXISTS chunks_hash ON {s}.chunks (content_hash)",
+            "CREATE INDEX IF NOT EXISTS chunks_tsv ON {s}.chunks USING gin (tsv)",
+            f"CREATE INDEX IF NOT EXISTS chunks_hnsw ON {{s}}.chunks USING hnsw (embedding {ops}) "
+            f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})",
+        ]
+        try:
+            for statement in statements:
+                await self._execute(statement, fetch=False)
+        except StorageError:
+            await self.close()
+            raise
+
+    async def close(self) -> None:
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
+
+    async def flush(self) -> None:
+        """Nothing to do: PostgreSQL keeps its HNSW index consistent transactionally."""
+
+    async def collections(self) -> dict[str, int]:
+        rows = await self._execute("SELECT c.name, COUNT(d.doc_id) FROM {s}.collections c LEFT JOIN {s}.documents d "
+                                   "ON d.collection = c.name GROUP BY c.name ORDER BY c.name")
+        return {name: int(n) for name, n in rows}
+
+    async def index_version(self, collection: str) -> int:
+        rows = await self._execute("SELECT version FROM {s}.collections WHERE name = %s", (collection,))
+        return int(rows[0][0]) if rows else 0
+
+    async def known_documents(self, collection: str) -> dict[str, tuple[str, str]]:
+        rows = await self._execute("SELECT path, doc_id, content_hash FROM {s}.documents WHERE collection = %s",
+                                   (collection,))
+        return {p: (d, h) for p, d, h in rows}
+
+    async def vectors_for_hashes(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        if not hashes:
+            return {}
+        rows = await self._execute(
+            "SELECT DISTINCT ON (content_hash) content_hash, embedding::vector FROM {s}.chunks "
+            "WHERE content_hash = ANY(%s)", (list(set(hashes)),))
+        return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
+
+    async def get_document(self, doc_id: str) -> DocumentRecord:
+        docs = await self._documents("d.doc_id = %s", (doc_id,), 1, 0)
+        if not docs:
+            raise NotFoundError(f"No document with id {doc_id!r}.", param="id")
+        return docs[0]
+
+    async def list_documents(
+        self, collection: str | None = None, *, limit: int = 100, offset: int = 0
+    ) -> list[DocumentRecord]:
+        where, params = ("d.collection = %s", (collection,)) if collection else ("true", ())
+        return await self._documents(where, params, limit, offset)
+
+    async def _documents(self, where: str, params: tuple[Any, ...], limit: int, offset: int) -> list[DocumentRecord]:
+        rows = await self._execute(
+            "SELECT d.doc_id, d.collection, d.path, d.title, d.content_hash, d.size, d.metadata, "
+            "(SELECT COUNT(*) FROM {s}.chunks c WHERE c.doc_id = d.doc_id) FROM {s}.documents d "
+            f"WHERE {where} ORDER BY d.collection, d.path LIMIT %s OFFSET %s", (*params, limit, offset))
+        return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], int(r[5]), dict(r[6]), int(r[7])) for r in rows]
+
+    def _filters(self, collection: str | None, path_glob: str | None) -> tuple[str, list[Any]]:
+        sql, params = "", []
+        if collection:
+            sql += " AND collection = %s"
+            params.append(collection)
+        if path_glob:
+            sql += " AND path LIKE %s"
+            params.append(glob_to_like(path_glob))
+        return sql, params
+
+    async def keyword_search(
+        self, query: str, k: int, *, collection: str | None = None, path_glob: str | None = None
+    ) -> Ranked:
+        terms = query_terms(query)
+        if not terms:
+            return []
+        tsquery = " | ".join(terms)
+        where, params = self._filters(collection, path_glob)
+        rows = await self._execute(
+            "SELECT chunk_id, ts_rank_cd(tsv, q) AS s FROM {s}.chunks, to_tsquery('english', %s) q "
+            f"WHERE tsv @@ q{where} ORDER BY s DESC LIMIT %s", (tsquery, *params, k))
+        return [(cid, float(s)) for cid, s in rows]
+
+    async def vector_search(
+        self, vector: np.ndarray, k: int, *, collection: str | None = None, path_glob: str | None = None
+    ) -> Ranked:
+        import psycopg
+
+        if self._pool is None:
+            raise StorageError("The pgvector store is not open; call open() first.")
+        where, params = self._filters(collection, path_glob)
+        query = np.asarray(vector, dtype=np.float32).reshape(-1)
+        sql = self._sql(f"SELECT chunk_id, 1 - (embedding <=> %s::{{vt}}) FROM {{s}}.chunks WHERE true{where} "
+                        f"ORDER BY embedding <=> %s::{{vt}} LIMIT %s")
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, k))}")
+                if where:
+                    await cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                await cur.execute(sql, (query, *params, query, k))
+                rows = await cur.fetchall()
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL vector search failed: {exc}") from exc
+        ranked = [(cid, float(s)) for cid, s in rows]
+        return sorted(ranked, key=lambda kv: kv[1], reverse=True)
+
+    async def fetch_hits(self, chunk_ids: Sequence[str]) -> dict[str, SearchHit]:
+        if not chunk_ids:
+            return {}
+        rows = await self._execute(
+            "SELECT chunk_id, doc_id, path, title, text, heading, ordinal, collection FROM {s}.chunks "
+            "WHERE chunk_id = ANY(%s)", (list(chunk_ids),))
+        return {r[0]: SearchHit(r[0], r[1], r[2], r[3], r[4], 0.0, r[5], {"ordinal": r[6], "collection": r[7]})
+                for r in rows}
+
+    async def iter_documents(
+        self, collection: str
+    ) -> AsyncIterator[tuple[DocumentRecord, list[ChunkRecord], np.ndarray]]:
+        offset = 0
+        while docs := await self.list_documents(collection, limit=50, offset=offset):
+            for doc in docs:
+                rows = await self._execute(
+                    "SELECT chunk_id, doc_id, ordinal, heading, text, content_hash, token_count, embedding::vector "
+                    "FROM {s}.chunks WHERE doc_id = %s ORDER BY ordinal", (doc.doc_id,))
+                chunks = [ChunkRecord(*r[:7]) for r in rows]
+                vectors = (np.stack([np.asarray(r[7], dtype=np.float32) for r in rows]) if rows
+                           else np.zeros((0, self.dimensions), dtype=np.float32))
+                yield doc, chunks, vectors
+            offset += len(docs)
+
+    async def upsert_documents(
+        self, items: Sequence[tuple[DocumentRecord, Sequence[ChunkRecord], np.ndarray]]
+    ) -> None:
+        import psycopg
+
+        if not items:
+            return
+        if self._pool is None:
+            raise StorageError("The pgvector store is not open; call open() first.")
+        for doc, chunks, vectors in items:
+            check_collection(doc.collection)
+            if len(chunks) != len(vectors):
+                raise StorageError(f"{len(chunks)} chunks but {len(vectors)} vectors for {doc.path}.")
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                for doc, chunks, vectors in items:
+                    await cur.execute(self._sql(
+                        "INSERT INTO {s}.collections (name, version) VALUES (%s, 1) "
+                        "ON CONFLICT (name) DO UPDATE SET version = {s}.collections.version + 1"), (doc.collection,))
+                    await cur.execute(self._sql("DELETE FROM {s}.chunks WHERE doc_id = %s"), (doc.doc_id,))
+                    await cur.execute(self._sql(
+                        "INSERT INTO {s}.documents (doc_id, collection, path, title, content_hash, size, metadata) "
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO UPDATE SET title = EXCLUDED.title, "
+                        "content_hash = EXCLUDED.content_hash, size = EXCLUDED.size, metadata = EXCLUDED.metadata"),
+                        (doc.doc_id, doc.collection, doc.path, doc.title, doc.content_hash, doc.size,
+                         json.dumps(doc.metadata)))
+                    if chunks:
+                        await cur.executemany(self._sql(
+                            "INSERT INTO {s}.chunks (chunk_id, doc_id, collection, path, title, ordinal, heading, text, "
+                            "content_hash, token_count, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
+                            "%s::vector::{vt})"),
+                            [(c.chunk_id, doc.doc_id, doc.collection, doc.path, doc.title, c.ordinal, c.heading,
+                              c.text, c.content_hash, c.token_count, np.asarray(v, dtype=np.float32))
+                             for c, v in zip(chunks, vectors, strict=True)])
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL store write failed: {exc}") from exc
+
+    async def delete_documents(self, doc_ids: Sequence[str]) -> list[DocumentRecord]:
+        import psycopg
+
+        deleted = [d for d in [await self._maybe_document(i) for i in dict.fromkeys(doc_ids)] if d is not None]
+        if not deleted:
+            return []
+        try:
+            async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
+                for doc in deleted:
+                    await cur.execute(self._sql("DELETE FROM {s}.documents WHERE doc_id = %s"), (doc.doc_id,))
+                    await cur.execute(self._sql("UPDATE {s}.collections SET version = version + 1 WHERE name = %s"),
+                                      (doc.collection,))
+        except psycopg.Error as exc:
+            raise StorageError(f"PostgreSQL store delete failed: {exc}") from exc
+        return deleted
+
+    async def _maybe_document(self, doc_id: str) -> DocumentRecord | None:
+        try:
+            return await self.get_document(doc_id)
+        except NotFoundError:
+            return None

@@ -1,0 +1,229 @@
+"""Start-up plugin: builds deployments and routes from ``[backends]`` and registers them.
+
+For every public model named by ``[[backends.deployments]]`` a :class:`~sovereign.backends.router.Router`
+is registered (replacing the embedded model when a route reuses its name), plus the switchable
+``backends.default_model`` route whose target (a public model or one deployment) changes at run
+time through :class:`RouteControl` (``PUT /admin/backends/default``, ``sovereign backends use``).
+A background task probes every deployment each ``health_interval_s`` seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import httpx
+
+from sovereign.backends import openai_compat  # noqa: F401  (registers the OpenAI-compatible engine kinds)
+from sovereign.backends.base import Capabilities, ChatBackend
+from sovereign.backends.breaker import CircuitBreaker
+from sovereign.backends.registry import ModelRegistry, engine_factory
+from sovereign.backends.router import Deployment, Router, RoutingPolicy
+from sovereign.config import BackendsSettings, Settings
+from sovereign.conversations import ConversationStore, open_store
+from sovereign.errors import ConfigError, NotFoundError
+from sovereign.server.state import AppState
+from sovereign.types import GenerationChunk, GenerationRequest
+
+log = logging.getLogger("sovereign.routing")
+
+
+def validate_backends(cfg: BackendsSettings, embedded_model: str) -> dict[str, list[str]]:
+    """Check ``[backends]`` beyond types; return public model -> deployment names (fallback order).
+
+    Raises:
+        ConfigError: duplicate deployment names, a remote deployment without base_url, an alias or
+            ``default_route`` naming nothing, an alias shadowing a model.
+    """
+    routes: dict[str, list[str]] = defaultdict(list)
+    seen: set[str] = set()
+    for d in cfg.deployments:
+        if d.name in seen:
+            raise ConfigError(f"backends.deployments: the name {d.name!r} is used twice; names must be unique.")
+        seen.add(d.name)
+        if d.engine != "embedded" and not d.base_url:
+            raise ConfigError(f"backends.deployments[{d.name}]: engine {d.engine} needs base_url (…/v1).")
+        if d.base_url and not d.base_url.startswith(("http://", "https://")):
+            raise ConfigError(f"backends.deployments[{d.name}]: base_url must start with http:// or https://.")
+        routes[d.model].append(d.name)
+    models = set(routes) | {embedded_model}
+    for alias, target in cfg.aliases.items():
+        if target not in models:
+            raise ConfigError(f"backends.aliases: {alias!r} points at unknown model {target!r}.")
+        if alias in models or alias == cfg.default_model:
+            raise ConfigError(f"backends.aliases: {alias!r} is already a model name.")
+    if cfg.default_model in models:
+        raise ConfigError(f"backends.default_model {cfg.default_model!r} collides with a model name.")
+    target = cfg.default_route or embedded_model
+    if target not in models | seen:
+        raise ConfigError(f"backends.default_route {target!r} names no model or deployment.")
+    return dict(routes)
+
+
+class RouteControl:
+    """The run-time routing switchboard: deployments, routes, and the default route's target."""
+
+    def __init__(self, registry: ModelRegistry, deployments: dict[str, Deployment], routers: dict[str, Router],
+                 default_model: str, default_target: str, policy: RoutingPolicy) -> None:
+        self.registry = registry
+        self.deployments = deployments
+        self.routers = routers
+        self.default_model = default_model
+        self.current = default_target
+        self._single = {name: Router(name, [d], policy) for name, d in deployments.items()}
+        self.store: ConversationStore | None = None
+        self._store_factory: Callable[[], Awaitable[ConversationStore]] | None = None
+        self._store_lock = asyncio.Lock()
+
+    def targets(self) -> list[str]:
+        """Names ``use`` accepts: public chat models, then deployment names."""
+        models = [n for n in self.registry.chat_backends if n != self.default_model]
+        return models + [n for n in self.deployments if n not in models]
+
+    def resolve(self, name: str) -> ChatBackend:
+        """The backend for a target name. Raises NotFoundError (404) listing the valid names."""
+        if name != self.default_model:
+            if name in self.registry.chat_backends:
+                return self.registry.chat(name)
+            if name in self._single:
+                return self._single[name]
+        raise NotFoundError(f"No model or deployment named {name!r}. Choose one of: {', '.join(self.targets())}.",
+                            param="route", code="route_not_found")
+
+    def use(self, name: str) -> str:
+        """Point the default route at ``name`` (effective for the next request); returns the previous target."""
+        self.resolve(name)
+        previous, self.current = self.current, name
+        log.info("default route %s -> %s", previous, name)
+        return previous
+
+    async def probe(self, name: str | None = None) -> list[dict[str, Any]]:
+        """Probe one deployment (or all, concurrently) now; return their status rows."""
+        chosen = [self.deployments[name]] if name in self.deployments else list(self.deployments.values())
+        if name is not None and name not in self.deployments:
+            self.resolve(name)  # 404 for unknown names
+            chosen = []
+        await asyncio.gather(*(d.probe() for d in chosen))
+        return [d.status() for d in chosen]
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "default_model": self.default_model, "default_route": self.current,
+            "routes": {name: [d.name for d in r.deployments] for name, r in self.routers.items()},
+            "deployments": [d.status() for d in self.deployments.values()],
+        }
+
+    async def conversations(self) -> ConversationStore:
+        """The conversation store, opened on first use."""
+        async with self._store_lock:
+            if self.store is None and self._store_factory is not None:
+                self.store = await self._store_factory()
+        if self.store is None:
+            raise ConfigError("No conversation store is configured.")
+        return self.store
+
+
+class SwitchableRoute:
+    """The ``default_model`` ChatBackend: delegates each request to ``control.current``'s backend."""
+
+    def __init__(self, name: str, control: RouteControl) -> None:
+        self.name = name
+        self.control = control
+
+    @property
+    def target(self) -> ChatBackend:
+        return self.control.resolve(self.control.current)
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.target.capabilities
+
+    @property
+    def ready(self) -> bool:
+        return self.target.ready
+
+    async def start(self) -> None:
+        """The targets are started by the registry."""
+
+    async def close(self) -> None:
+        """Nothing owned."""
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return await self.target.count_prompt_tokens(request)
+
+    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        target = self.target
+        async for chunk in target.stream(request):
+            if chunk.finish_reason is not None:
+                route = dict((chunk.metadata or {}).get("route") or {"deployment": target.name})
+                chunk.metadata = {**(chunk.metadata or {}), "route": {**route, "target": self.control.current}}
+            yield chunk
+
+
+def build_deployments(settings: Settings, registry: ModelRegistry, client: httpx.AsyncClient) -> dict[str, Deployment]:
+    """One :class:`Deployment` per configured entry; ``embedded`` ones reuse the registry's engine."""
+    cfg, out = settings.backends, {}
+    for d in cfg.deployments:
+        if d.engine == "embedded":
+            backend = registry.chat(settings.engine.model_name)
+            window = d.context_window or settings.engine.n_ctx
+        else:
+            backend = engine_factory(d.engine)(settings=d, client=client, connect_timeout_s=cfg.connect_timeout_s,
+                                               total_timeout_s=cfg.total_timeout_s)
+            window = d.context_window or backend.capabilities.context_window
+        breaker = CircuitBreaker(d.name, cfg.breaker_failures, cfg.breaker_cooldown_s)
+        out[d.name] = Deployment(d.name, backend, breaker, window, d.weight, d.engine, d.base_url)
+    return out
+
+
+async def install(state: AppState) -> Callable[[], Awaitable[None]]:
+    """Register routes, the switchable default route and the health prober; return the closer.
+
+    Raises:
+        ConfigError: invalid ``[backends]`` (see :func:`validate_backends`).
+    """
+    settings, registry = state.settings, state.registry
+    cfg = settings.backends
+    embedded = settings.engine.model_name
+    plan = validate_backends(cfg, embedded)
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+    deployments = build_deployments(settings, registry, client)
+    policy = RoutingPolicy.from_settings(cfg)
+    routers: dict[str, Router] = {}
+    for model, names in plan.items():
+        routers[model] = Router(model, [deployments[n] for n in names], policy)
+        if model in registry.chat_backends:
+            registry.replace_chat(model, routers[model])
+        else:
+            registry.add_chat(routers[model])
+    for alias, target in cfg.aliases.items():
+        registry.add_chat(registry.chat(target), aliases=[alias])
+    control = RouteControl(registry, deployments, routers, cfg.default_model, cfg.default_route or embedded, policy)
+    control._store_factory = lambda: open_store(settings)
+    registry.add_chat(SwitchableRoute(cfg.default_model, control))
+    state.services["routing"] = control
+
+    async def probe_forever() -> None:
+        while True:  # bounded by the server's lifetime: cancelled at shutdown
+            await control.probe()
+            await asyncio.sleep(cfg.health_interval_s)
+
+    prober = asyncio.create_task(probe_forever()) if cfg.health_interval_s > 0 and deployments else None
+
+    async def close() -> None:
+        if prober is not None:
+            prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await prober
+        for d in deployments.values():
+            if d.engine != "embedded" or registry.chat_backends.get(embedded) is not d.backend:
+                await d.backend.close()  # remote ones, and an embedded engine a route replaced
+        await client.aclose()
+        if control.store is not None:
+            await control.store.close()
+
+    return close
