@@ -106,6 +106,9 @@ class RagSettings(Section):
     max_file_bytes: int = Field(
         50 * 1024 * 1024, ge=1, description="Files larger than this are skipped by ingestion."
     )
+    ingest_batch_chunks: int = Field(
+        512, ge=1, description="Chunks gathered per embedding call and store transaction during ingestion."
+    )
     ann_connectivity: int = Field(16, ge=4, le=128, description="Embedded store: usearch HNSW edges per node (M).")
     ann_expansion_add: int = Field(128, ge=8, description="Embedded store: usearch ef during index build.")
     ann_expansion_search: int = Field(96, ge=8, description="Embedded store: usearch ef during search.")
@@ -127,7 +130,8 @@ class CacheSettings(Section):
     backend: Literal["sqlite", "redis"] = Field("sqlite", description="Where cache entries live.")
     redis_url_env: str | None = Field(None, description="Env var holding the Redis URL.")
     similarity_threshold: float = Field(
-        0.93, ge=0.0, le=1.0, description="Cosine similarity at or above which a semantic hit is served."
+        0.91, ge=0.0, le=1.0,
+        description="Cosine similarity at or above which a semantic hit is served (calibrated in docs/cache.md).",
     )
     ttl_s: int = Field(86400, ge=1, description="Seconds an entry lives.")
     max_entries: int = Field(100_000, ge=1, description="Entries kept; least recently used evicted.")
@@ -160,11 +164,31 @@ class ObservabilitySettings(Section):
     """Metrics, traces and logs."""
 
     otlp_endpoint: str | None = Field(
-        None, description="OTLP/HTTP traces endpoint (e.g. http://127.0.0.1:4318/v1/traces); unset = off."
+        None,
+        description="OTLP/HTTP traces endpoint, full URL (e.g. http://127.0.0.1:4318/v1/traces, or Langfuse's "
+        "https://HOST/api/public/otel/v1/traces); unset = tracing off.",
     )
-    capture_content: bool = Field(False, description="Put prompt and completion text in spans and logs.")
-    log_level: str = Field("INFO", description="Root log level.")
-    log_json: bool = Field(True, description="Write structured JSON logs.")
+    otlp_headers_env: str | None = Field(
+        None,
+        description="Env var holding OTLP export headers as key=value pairs, comma-separated "
+        "(e.g. 'Authorization=Basic ...' for Langfuse).",
+    )
+    otlp_timeout_s: float = Field(10.0, gt=0, description="Timeout of one OTLP export request in seconds.")
+    trace_sample_ratio: float = Field(
+        1.0, ge=0.0, le=1.0, description="Fraction of new traces recorded (a sampled parent is always followed)."
+    )
+    service_name: str = Field("sovereign", description="OpenTelemetry service.name of exported spans.")
+    capture_content: bool = Field(
+        False, description="Put prompt and completion text in spans (never in logs); off = privacy by default."
+    )
+    log_level: str = Field(
+        "INFO", pattern=r"(?i)^(debug|info|warning|error|critical)$",
+        description="Level of Sovereign's and uvicorn's logs: DEBUG, INFO, WARNING, ERROR or CRITICAL.",
+    )
+    log_json: bool = Field(True, description="Write structured JSON logs (one object per line) to stderr.")
+    system_metrics_interval_s: float = Field(
+        15.0, gt=0, description="Seconds between samples of GPU memory (NVML) and data_dir disk space."
+    )
 
 
 class DeploymentSettings(Section):

@@ -119,6 +119,7 @@ def _new_id() -> str:
 
 
 def _print_footer(console: Console, metadata: dict[str, Any]) -> None:
+    console.print()
     for source in metadata.get("sources", []):
         console.print(f"[cyan][{source['n']}][/] {source.get('title', '')} [dim]{source.get('path', '')}[/]")
     verdict = metadata.get("validator", {})

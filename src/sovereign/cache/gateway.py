@@ -20,11 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from sovereign.backends.base import ChatBackend
 from sovereign.cache.keys import CacheKey, cache_key, reproducible, request_mode
 from sovereign.cache.service import Lookup, ResponseCache
+from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import SamplingFields
 from sovereign.server.state import AppState, get_state, require_api_key
 from sovereign.server.streaming import DONE_EVENT, CompletionShape
@@ -61,13 +62,13 @@ class CachePlan:
             out["age_s"] = round(time.time() - self.lookup.entry.created, 3)
         return out
 
-    def respond(self, shape: CompletionShape, wire: SamplingFields) -> ORJSONResponse | StreamingResponse:
+    def respond(self, shape: CompletionShape, wire: SamplingFields) -> OrjsonResponse | StreamingResponse:
         """Answer from the cached entry (JSON body, or SSE replay with the live event shapes)."""
         assert self.lookup is not None and self.lookup.entry is not None
         entry = self.lookup.entry
         shape.extra["sovereign"] = {**entry.metadata, "cache": self.info()}
         if not wire.stream:
-            return ORJSONResponse(shape.body(entry.to_result()), headers=self.headers)
+            return OrjsonResponse(shape.body(entry.to_result()), headers=self.headers)
         options = wire.stream_options
         include_usage = bool(options and options.include_usage)
         continuous = bool(options and options.continuous_usage_stats)

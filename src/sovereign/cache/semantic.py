@@ -25,92 +25,137 @@ import numpy as np
 EXACT_BELOW = 4096
 
 _NEGATION = re.compile(r"\b(?:not|no|never|without|cannot|none|nothing|neither|nor|nobody)\b|n't\b")
-_ANTONYMS: list[tuple[str, ...]] = [
-    ("ascending|asc|increasing|smallest|lowest|oldest|earliest", "descending|desc|decreasing|largest|biggest|highest|newest|latest"),
-    ("min|minimum|minimal", "max|maximum|maximal"),
-    ("first|start|beginning|begin|prefix|leading|head", "last|end|ending|suffix|trailing|tail"),
-    ("before", "after"), ("upper|uppercase|capital", "lower|lowercase"),
-    ("add|append|insert|create|enable|install|open|push", "remove|delete|drop|destroy|disable|uninstall|close|pop"),
-    ("encode|encoding|encoder|serialize|compress|zip|pack", "decode|decoding|decoder|deserialize|decompress|unzip|unpack"),
-    ("read|reading|input|load|loading", "write|writing|output|save|saving|dump"),
-    ("local", "global"), ("public", "private"), ("static", "dynamic"), ("sync|synchronous", "async|asynchronous"),
-    ("client", "server"), ("mutable", "immutable"), ("true", "false"), ("left", "right"), ("horizontal", "vertical"),
-    ("shallow", "deep"), ("fast|faster|fastest", "slow|slower|slowest"), ("more", "less|fewer"),
-    ("binary", "text"), ("absolute", "relative"), ("inner", "outer"), ("import", "export"),
+# Antonym groups: (pole 0 words, pole 1 words, strict). Strict groups conflict when one question
+# names a pole and the other names the other pole *or none* ("sort" vs "sort descending"); loose
+# groups only when both name a pole and the poles differ ("read the file" vs "get the file" pass).
+_ANTONYMS: list[tuple[str, str, bool]] = [
+    ("ascending|asc|increasing|smallest|lowest|oldest|earliest", "descending|desc|decreasing|largest|biggest|highest|newest|latest|reverse|reversed", True),
+    ("min|minimum|minimal", "max|maximum|maximal", True),
+    ("first|leading|head|prefix", "last|trailing|tail|suffix", True),
+    ("start|beginning", "end|ending|exit", False),
+    ("before", "after", True), ("upper|uppercase", "lower|lowercase", True),
+    ("most|more", "least|less|fewer", True), ("same|identical", "different|differ|distinct", True),
+    ("positive", "negative", True), ("upgrade", "downgrade", True), ("send|sending", "receive|receiving", True),
+    ("add|append|insert|push", "remove|delete|drop|pop", False), ("open", "close", False),
+    ("enable", "disable", True), ("install", "uninstall", True),
+    ("encode|encoding|encoder|serialize|compress|zip|pack", "decode|decoding|decoder|deserialize|decompress|unzip|unpack", True),
+    ("read|reading|input|load|loading", "write|writing|output|save|saving|dump", False),
+    ("local", "global", False), ("public", "private", True), ("static", "dynamic", True),
+    ("sync|synchronous", "async|asynchronous", True), ("client", "server", False), ("mutable", "immutable", True),
+    ("true", "false", True), ("left", "right", True), ("horizontal", "vertical", True), ("shallow", "deep", True),
+    ("fast|faster|fastest|quick|quickly", "slow|slower|slowest|slowly", False), ("binary", "text", False),
+    ("absolute", "relative", True), ("inner", "outer", True), ("import", "export", True),
+    ("with", "without", False), ("blocking", "nonblocking|non-blocking", False),
 ]
 _POLE: dict[str, tuple[int, int]] = {}
-for _group, _pair in enumerate(_ANTONYMS):
-    for _pole, _words in enumerate(_pair):
+_STRICT: set[int] = set()
+for _group, (_zero, _one, _strict) in enumerate(_ANTONYMS):
+    if _strict:
+        _STRICT.add(_group)
+    for _pole, _words in enumerate((_zero, _one)):
         for _word in _words.split("|"):
             _POLE.setdefault(_word, (_group, _pole))
 
-_ENTITY_WORDS = {
-    "list", "lists", "tuple", "tuples", "dict", "dicts", "dictionary", "dictionaries", "set", "sets", "frozenset",
-    "string", "strings", "str", "bytes", "bytearray", "int", "integer", "integers", "float", "floats", "complex",
-    "bool", "boolean", "array", "arrays", "deque", "generator", "generators", "iterator", "lambda", "lambdas",
-    "windows", "linux", "mac", "macos", "unix", "android", "ios", "c", "c++", "java", "perl", "javascript",
-    "rust", "go", "ruby", "tcl", "tk", "tkinter", "json", "xml", "csv", "html", "yaml", "sql", "sqlite",
-    "postgresql", "mysql", "redis", "http", "https", "ftp", "smtp", "tcp", "udp", "utf-8", "ascii", "unicode",
-    "hexadecimal", "octal", "decimal", "stdin", "stdout", "stderr", "thread", "threads", "process", "processes",
-    "file", "files", "directory", "directories", "socket", "sockets", "class", "classes", "module", "modules",
-}
+# Names must match exactly; kinds (built-in types, things) only conflict when substituted.
+_NAMES = {"windows", "linux", "mac", "macos", "unix", "android", "ios", "c", "c++", "java", "perl", "javascript",
+          "rust", "go", "ruby", "lua", "tcl", "tk", "tkinter", "gtk", "pyqt", "json", "xml", "csv", "html", "yaml",
+          "sql", "sqlite", "postgresql", "mysql", "redis", "http", "https", "ftp", "smtp", "tcp", "udp", "utf-8",
+          "ascii", "unicode", "hexadecimal", "octal", "decimal", "stdin", "stdout", "stderr", "django", "flask"}
+_KINDS = {"list", "lists", "tuple", "tuples", "dict", "dicts", "dictionary", "dictionaries", "set", "sets",
+          "frozenset", "string", "strings", "str", "bytes", "bytearray", "int", "integer", "integers", "float",
+          "floats", "complex", "bool", "boolean", "array", "arrays", "deque", "generator", "generators", "iterator",
+          "lambda", "lambdas", "thread", "threads", "process", "processes", "file", "files", "directory",
+          "directories", "socket", "sockets", "class", "classes", "module", "modules", "package", "packages",
+          "function", "functions", "method", "methods", "object", "objects", "operator", "operators",
+          "instance", "instances", "subclass", "subclasses", "number", "numbers", "decimal", "expression",
+          "expressions", "statement", "statements", "variable", "variables"}
 _CANON = {"lists": "list", "tuples": "tuple", "dicts": "dict", "dictionary": "dict", "dictionaries": "dict",
           "sets": "set", "strings": "string", "str": "string", "integer": "int", "integers": "int", "floats": "float",
           "boolean": "bool", "arrays": "array", "generators": "generator", "lambdas": "lambda", "macos": "mac",
           "threads": "thread", "processes": "process", "files": "file", "directories": "directory",
-          "sockets": "socket", "classes": "class", "modules": "module"}
+          "sockets": "socket", "classes": "class", "modules": "module", "packages": "package",
+          "functions": "function", "methods": "method", "objects": "object", "operators": "operator",
+          "instances": "instance", "subclasses": "subclass", "numbers": "number", "expressions": "expression",
+          "statements": "statement", "variables": "variable"}
 _NUMBER_WORDS = {w: str(i) for i, w in enumerate(
     "zero one two three four five six seven eight nine ten eleven twelve".split())}
+_NUMBER_WORDS.update({"single": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5",
+                      "multi": "n", "multiple": "n", "multidimensional": "n"})
 _TOKEN = re.compile(r"[A-Za-z_][\w+\-]*(?:\.[\w]+)*(?:\(\))?|\d+(?:\.\d+)*")
 _IGNORED_NAMES = {"i", "python", "cpython", "is", "how", "what", "why", "can", "does", "do", "when", "where"}
+_DIRECTIONS = {"from": "from", "to": "to", "into": "to", "in": "in"}
+_SKIP = {"a", "an", "the", "my", "your", "some", "any"}
 
 
 @dataclass(frozen=True, slots=True)
 class Features:
-    """What the guard compares: negation, antonym poles, numbers, entities."""
+    """What the guard compares: negation, antonym poles, numbers, names, kinds and directions."""
 
     negated: bool
     poles: frozenset[tuple[int, int]]
     numbers: frozenset[str]
-    entities: frozenset[str]
+    names: frozenset[str]
+    kinds: frozenset[str]
+    directions: frozenset[tuple[str, str]]
+
+
+def _is_name(raw: str, word: str, position: int) -> bool:
+    if word in _NAMES:
+        return True
+    if word in _IGNORED_NAMES or word in _KINDS:
+        return False
+    return (any(c in raw for c in "._()") or any(c.isdigit() for c in raw)
+            or (position > 0 and raw[0].isupper()) or any(c.isupper() for c in raw[1:]))
 
 
 def features(text: str) -> Features:
     """Extract guard features from a question (plain text; case matters for names)."""
     text = text.replace("\u2019", "'").replace("\u2018", "'")
-    lower = text.lower()
-    poles, numbers, entities = set(), set(), set()
-    for i, match in enumerate(_TOKEN.finditer(text)):
-        raw = match.group(0)
-        word = raw.lower()
-        if word in _POLE:
-            poles.add(_POLE[word])
+    poles, numbers, names, kinds, directions = set(), set(), set(), set(), set()
+    tokens = [(m.group(0), m.group(0).lower()) for m in _TOKEN.finditer(text)]
+    for i, (raw, word) in enumerate(tokens):
+        for part in (word, *word.split("-")) if "-" in word else (word,):
+            if part in _POLE:
+                poles.add(_POLE[part])
+            if part in _NUMBER_WORDS:
+                numbers.add(_NUMBER_WORDS[part])
         if word[0].isdigit():
             numbers.add(word)
-        elif word in _NUMBER_WORDS:
-            numbers.add(_NUMBER_WORDS[word])
-        elif word in _ENTITY_WORDS:
-            entities.add(_CANON.get(word, word))
-        elif word not in _IGNORED_NAMES and (
-            any(c in raw for c in "._()") or any(c.isdigit() for c in raw)
-            or (i > 0 and raw[0].isupper()) or any(c.isupper() for c in raw[1:])
-        ):
-            entities.add(word)
-    return Features(bool(_NEGATION.search(lower)), frozenset(poles), frozenset(numbers), frozenset(entities))
+        elif _is_name(raw, word, i):
+            names.add(_CANON.get(word, word))
+        elif word in _KINDS:
+            kinds.add(_CANON.get(word, word))
+        if word in _DIRECTIONS:
+            following = [w for _, w in tokens[i + 1:i + 4] if w not in _SKIP]
+            if following:
+                directions.add((_DIRECTIONS[word], _CANON.get(following[0], following[0])))
+    return Features(bool(_NEGATION.search(text.lower())), frozenset(poles), frozenset(numbers), frozenset(names),
+                    frozenset(kinds), frozenset(directions))
+
+
+def _pole_conflict(a: frozenset[tuple[int, int]], b: frozenset[tuple[int, int]]) -> bool:
+    for group in {g for g, _ in a | b}:
+        pa, pb = {p for g, p in a if g == group}, {p for g, p in b if g == group}
+        if pa != pb and (group in _STRICT or (pa and pb)):
+            return True
+    return False
 
 
 def contrast(a: str, b: str) -> str | None:
     """Why questions ``a`` and ``b`` must not share an answer (``negation``, ``antonym``, ``number``,
-    ``entity``), or None when the guard finds no conflict."""
+    ``entity``, ``direction``), or None when the guard finds no conflict."""
     fa, fb = features(a), features(b)
     if fa.negated != fb.negated:
         return "negation"
-    if fa.poles != fb.poles:
+    if _pole_conflict(fa.poles, fb.poles):
         return "antonym"
     if fa.numbers != fb.numbers:
         return "number"
-    if fa.entities != fb.entities:
+    if fa.names != fb.names or (fa.kinds - fb.kinds and fb.kinds - fa.kinds):
         return "entity"
+    shared = {p for p, _ in fa.directions} & {p for p, _ in fb.directions}
+    if {d for d in fa.directions if d[0] in shared} != {d for d in fb.directions if d[0] in shared}:
+        return "direction"
     return None
 
 

@@ -24,7 +24,9 @@ def _target(gpu: str | None, memory: str | None, cc: str | None, bandwidth: str 
         try:
             parse_cc(cc)
         except ValueError as exc:
-            raise InvalidRequestError(f"compute_capability: {cc!r} is not like 8.9.", param="compute_capability") from exc
+            raise InvalidRequestError(
+                f"compute_capability: {cc!r} is not like 8.9.", param="compute_capability"
+            ) from exc
     bw = parse_bandwidth(bandwidth) if bandwidth else None
     if gpu:
         spec = require_spec(gpu)
@@ -48,7 +50,8 @@ def _print(p: dict[str, Any], console: Console) -> None:
     g, m = p["gpu"], p["model"]
     bw = f"{g['bandwidth'] / 1e9:.0f} GB/s" if g["bandwidth"] else "unknown"
     console.print(f"[bold]{m['architecture']}[/] {m['params'] / 1e9:.2f} B params, {m['attention']}, max context "
-                  f"{m['max_context']} | [bold]{g['name']}[/] {g['memory'] / gib:.2f} GiB, cc {g['compute_capability']}, "
+                  f"{m['max_context']} | [bold]{g['name']}[/] {g['memory'] / gib:.2f} GiB, "
+                  f"cc {g['compute_capability']}, "
                   f"{bw} | want {p['context']} tokens x {p['concurrency']} sequences")
     table = Table(title="Options (best precision first)")
     for col in ("engine", "weights", "KV cache", "weights GiB", "KV/token KiB", "KV budget GiB", "KV needed GiB",
@@ -57,7 +60,9 @@ def _print(p: dict[str, Any], console: Console) -> None:
     rec = p["recommended"]
     for o in p["options"]:
         tps = f"{o['decode_tps_single']:.0f} / {o['decode_tps_aggregate']:.0f}" if o["decode_tps_single"] else "-"
-        mark = "[bold green]yes *[/]" if o == rec else ("yes" if o["fits"] else "[red]no[/]")
+        mark = "yes" if o["fits"] else "[red]no[/]"
+        if o == rec:
+            mark = "[bold green]yes *[/]" if o["fits"] else f"[yellow]-ngl {o['gpu_layers']} *[/]"
         table.add_row(o["engine"], o["weights"], o["cache"], f"{o['weights_bytes'] / gib:.2f}",
                       f"{o['kv_bytes_per_token'] / 1024:.1f}", f"{o['kv_budget_bytes'] / gib:.2f}",
                       f"{o['kv_bytes_needed'] / gib:.2f}", mark, str(o["max_context_at_concurrency"]),

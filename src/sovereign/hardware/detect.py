@@ -96,7 +96,9 @@ class HostReport:
     @property
     def gpu_summary(self) -> str:
         if self.gpus:
-            return ", ".join(f"{g.name} (cc {g.compute_capability}, {g.memory_total / 1024**3:.1f} GiB)" for g in self.gpus)
+            return ", ".join(
+                f"{g.name} (cc {g.compute_capability}, {g.memory_total / 1024**3:.1f} GiB)" for g in self.gpus
+            )
         return f"No NVIDIA GPU found ({self.nvml_error or 'NVML reports 0 devices'}); engines run on the CPU."
 
 
@@ -106,7 +108,7 @@ def _cpuinfo(path: Path = Path("/proc/cpuinfo")) -> tuple[str, set[str]]:
         text = path.read_text(errors="replace")
     except OSError:
         return platform.processor() or platform.machine(), set()
-    model, flags = "", set()
+    model, flags = "", set[str]()
     for line in text.splitlines():
         key, _, value = line.partition(":")
         key = key.strip().lower()
@@ -161,7 +163,8 @@ def detect_gpus() -> tuple[list[GpuInfo], str | None, str | None, str | None]:
             name = _text(pynvml.nvmlDeviceGetName(handle))
             major, minor = pynvml.nvmlDeviceGetCudaComputeCapability(handle)
             mem = pynvml.nvmlDeviceGetMemoryInfo(handle)
-            bandwidth, source = catalog_bandwidth(name), "catalog (datasheet)"
+            bandwidth = catalog_bandwidth(name)
+            source: str | None = "catalog (datasheet)"
             if bandwidth is None:
                 try:
                     bus = pynvml.nvmlDeviceGetMemoryBusWidth(handle)

@@ -1,23 +1,45 @@
 """Every Prometheus metric Sovereign exports, defined once.
 
-Names follow Prometheus conventions (``_total`` counters, base units: seconds, bytes) and, where
-one exists, mirror the OpenTelemetry GenAI semantic conventions
-(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/: ``gen_ai.server.time_to_first_token``,
-``gen_ai.server.time_per_output_token``, ``gen_ai.client.token.usage``) with a ``sovereign_`` prefix.
-Label values are bounded: route templates (not raw paths), configured model / engine names,
-status codes, node names, cache layers. Never user text, never request or document ids.
+Names follow Prometheus conventions (``sovereign_`` prefix, ``_total`` counters, base units:
+seconds, bytes) and, where one exists, mirror the OpenTelemetry GenAI semantic conventions
+(https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/):
 
-Several uvicorn workers: set ``PROMETHEUS_MULTIPROC_DIR`` and the ``/metrics`` route aggregates
-all processes with prometheus-client's ``MultiProcessCollector``.
+=====================================================  ============================================
+OpenTelemetry GenAI metric                             Sovereign family
+=====================================================  ============================================
+``gen_ai.server.request.duration``                     ``sovereign_request_duration_seconds``
+``gen_ai.server.time_to_first_token``                  ``sovereign_time_to_first_token_seconds``
+``gen_ai.server.time_per_output_token``                ``sovereign_inter_token_latency_seconds``
+``gen_ai.client.token.usage`` (``gen_ai.token.type``)  ``sovereign_{prompt,completion}_tokens_total``
+=====================================================  ============================================
+
+Label values are bounded: route templates (not raw paths), configured model / engine names,
+status codes, exception class names, node names, cache layers, GPU indexes. Never user text,
+never request, document or tenant ids.
+
+Several uvicorn workers: set ``PROMETHEUS_MULTIPROC_DIR`` (an empty directory, wiped before
+start) and ``/metrics`` aggregates all processes with prometheus-client's ``MultiProcessCollector``.
+Each gauge declares how workers combine (``livesum`` for per-worker counts, ``livemax`` for values
+every worker samples alike, such as GPU memory).
 """
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from sovereign import __version__
+
 # Latency buckets in seconds: sub-millisecond cache hits up to multi-minute generations.
+# Alert rules select ``le="2.5"``, ``le="5.0"``, ``le="10.0"`` and ``le="30.0"``: keep those bounds.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 TOKEN_LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56)
+
+# -- process ----------------------------------------------------------------------------------
+BUILD_INFO = Gauge(
+    "sovereign_build_info", "Always 1; the version label says which Sovereign is running.", ["version"],
+    multiprocess_mode="livemax",
+)
+BUILD_INFO.labels(version=__version__).set(1)
 
 # -- HTTP gateway -----------------------------------------------------------------------------
 REQUESTS = Counter(
@@ -52,21 +74,47 @@ OUTPUT_TOKENS_PER_SECOND = Histogram(
 ENGINE_QUEUE_DEPTH = Gauge(
     "sovereign_engine_queue_depth", "Requests waiting for an engine.", ["engine"], multiprocess_mode="livesum"
 )
+ENGINE_QUEUE_CAPACITY = Gauge(
+    "sovereign_engine_queue_capacity", "Requests allowed to wait for an engine before 503 (engine.max_queue).",
+    ["engine"], multiprocess_mode="livesum",
+)
 ENGINE_INFLIGHT = Gauge(
     "sovereign_engine_inflight_requests", "Requests an engine is generating now.", ["engine"],
     multiprocess_mode="livesum",
 )
-ENGINE_ERRORS = Counter("sovereign_engine_errors_total", "Engine call failures by kind.", ["engine", "kind"])
+ENGINE_ERRORS = Counter(
+    "sovereign_engine_errors_total", "Engine call failures by error class name.", ["engine", "kind"]
+)
 ENGINE_RETRIES = Counter("sovereign_engine_retries_total", "Retried engine calls.", ["engine"])
 ENGINE_FALLBACKS = Counter(
     "sovereign_engine_fallbacks_total", "Requests moved to the next deployment.", ["model", "from_engine", "to_engine"]
 )
 ENGINE_BREAKER_STATE = Gauge(
     "sovereign_engine_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["engine"],
-    multiprocess_mode="max",
+    multiprocess_mode="livemax",
 )
-ENGINE_UP = Gauge("sovereign_engine_up", "1 when the engine's last health probe passed.", ["engine"],
-                  multiprocess_mode="max")
+ENGINE_UP = Gauge(
+    "sovereign_engine_up", "1 when the engine is loaded / its last health probe passed, else 0.", ["engine"],
+    multiprocess_mode="livemin",
+)
+
+# -- host resources (sampled by observability.system) -----------------------------------------
+GPU_MEMORY_USED = Gauge(
+    "sovereign_gpu_memory_used_bytes", "GPU memory in use on the device (all processes), from NVML.", ["gpu"],
+    multiprocess_mode="livemax",
+)
+GPU_MEMORY_TOTAL = Gauge(
+    "sovereign_gpu_memory_total_bytes", "GPU memory on the device, from NVML.", ["gpu"],
+    multiprocess_mode="livemax",
+)
+DATA_VOLUME_FREE = Gauge(
+    "sovereign_data_volume_free_bytes", "Free bytes on the filesystem holding data_dir.",
+    multiprocess_mode="livemin",
+)
+DATA_VOLUME_SIZE = Gauge(
+    "sovereign_data_volume_size_bytes", "Size in bytes of the filesystem holding data_dir.",
+    multiprocess_mode="livemax",
+)
 
 # -- response cache ---------------------------------------------------------------------------
 CACHE_LOOKUPS = Counter(
@@ -79,7 +127,7 @@ CACHE_LOOKUP_DURATION = Histogram(
 CACHE_EVICTIONS = Counter("sovereign_cache_evictions_total", "Cache entries evicted by reason.", ["reason"])
 CACHE_ERRORS = Counter("sovereign_cache_errors_total", "Cache backend failures (served as misses).", ["backend"])
 CACHE_ENTRIES = Gauge("sovereign_cache_entries", "Entries in the response cache.", ["backend"],
-                      multiprocess_mode="max")
+                      multiprocess_mode="livemax")
 
 # -- document memory --------------------------------------------------------------------------
 RETRIEVAL_DURATION = Histogram(

@@ -55,7 +55,8 @@ class RagService:
         self.embedder = embedder
         tokenize = getattr(embedder, "tokenize", None) or minilm_tokenizer()
         self.chunker = Chunker(tokenize, settings.rag.chunk_tokens, settings.rag.chunk_overlap)
-        self.ingestor = Ingestor(store, embedder, self.chunker, max_file_bytes=settings.rag.max_file_bytes)
+        self.ingestor = Ingestor(store, embedder, self.chunker, max_file_bytes=settings.rag.max_file_bytes,
+                                flush_chunks=settings.rag.ingest_batch_chunks)
         self.retriever = HybridRetriever(store, embedder, rrf_k=settings.rag.rrf_k,
                                          candidates=settings.rag.candidates)
         self.on_change: list[ChangeCallback] = []

@@ -18,7 +18,6 @@ from types import ModuleType
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import ORJSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sovereign.backends.registry import ModelRegistry, engine_factory
@@ -27,6 +26,7 @@ from sovereign.errors import SovereignError
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
 from sovereign.server import plugins, routes
 from sovereign.server.middleware import GatewayMiddleware
+from sovereign.server.responses import OrjsonResponse
 from sovereign.server.state import AppState
 
 log = logging.getLogger("sovereign.server")
@@ -56,26 +56,26 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SovereignError)
-    async def sovereign_error(_request: Request, exc: SovereignError) -> ORJSONResponse:
-        return ORJSONResponse(exc.to_envelope(), status_code=exc.status_code)
+    async def sovereign_error(_request: Request, exc: SovereignError) -> OrjsonResponse:
+        return OrjsonResponse(exc.to_envelope(), status_code=exc.status_code)
 
     @app.exception_handler(RequestValidationError)
-    async def validation_error(_request: Request, exc: RequestValidationError) -> ORJSONResponse:
+    async def validation_error(_request: Request, exc: RequestValidationError) -> OrjsonResponse:
         message, param = _validation_message(exc)
         body = {"error": {"message": message, "type": "invalid_request_error", "param": param, "code": None}}
-        return ORJSONResponse(body, status_code=400)
+        return OrjsonResponse(body, status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
-    async def http_error(_request: Request, exc: StarletteHTTPException) -> ORJSONResponse:
+    async def http_error(_request: Request, exc: StarletteHTTPException) -> OrjsonResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
         body = {"error": {"message": str(exc.detail), "type": kind, "param": None, "code": None}}
-        return ORJSONResponse(body, status_code=exc.status_code)
+        return OrjsonResponse(body, status_code=exc.status_code)
 
     @app.exception_handler(Exception)
-    async def unexpected(_request: Request, exc: Exception) -> ORJSONResponse:
+    async def unexpected(_request: Request, exc: Exception) -> OrjsonResponse:
         log.exception("unhandled error", exc_info=exc)
         body = {"error": {"message": "Internal server error.", "type": "server_error", "param": None, "code": None}}
-        return ORJSONResponse(body, status_code=500)
+        return OrjsonResponse(body, status_code=500)
 
 
 def _log_load_failure(task: asyncio.Task[None]) -> None:
@@ -116,7 +116,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
                 await closer()
             await state.registry.close_all()
 
-    app = FastAPI(title="Sovereign", version="0.1.0", lifespan=lifespan, default_response_class=ORJSONResponse)
+    app = FastAPI(title="Sovereign", version="0.1.0", lifespan=lifespan, default_response_class=OrjsonResponse)
     app.state.sovereign = state
     _install_error_handlers(app)
     for module in _modules(routes):

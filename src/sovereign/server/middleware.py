@@ -1,22 +1,41 @@
 """Pure-ASGI middleware (no BaseHTTPMiddleware: it buffers streams and hides disconnects).
 
-:class:`GatewayMiddleware` gives every HTTP request an id (``X-Request-ID``, echoed back or
-generated), a receipt timestamp (``scope["state"]["t0"]``, used for TTFT), a body-size limit
-(413 in the OpenAI envelope, checked on ``Content-Length`` and on the bytes actually received),
-and the request count / duration / in-flight metrics labelled by route template and model.
+:class:`GatewayMiddleware` gives every HTTP request:
+
+- an id (``X-Request-ID``, echoed back or generated), also in every log record of the request
+  (``request_id``) and on its span (``sovereign.request_id``);
+- a receipt timestamp (``scope["state"]["t0"]``, used for TTFT);
+- a body-size limit (413 in the OpenAI envelope, checked on ``Content-Length`` and on the bytes
+  actually received);
+- an OpenTelemetry HTTP server span (W3C ``traceparent`` from the client is honoured) that every
+  later hop (cache, agents, retrieval, engine) nests under, ending after the last byte;
+- the request count / duration / in-flight metrics labelled by route template and model;
+- one access-log record (``sovereign.access``) with status, latency, TTFT and token counts.
+
+Routes report what they learnt through ``scope["state"]``: ``model`` (public model name),
+``prompt_tokens``, ``completion_tokens`` and ``ttft_s``. Probes (``/metrics``, ``/healthz``,
+``/readyz``) get no span and log at DEBUG so scrapes do not drown real traffic.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from typing import Any
 
 import orjson
+from opentelemetry import propagate
+from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sovereign.errors import RequestTooLargeError
-from sovereign.observability import metrics
+from sovereign.observability import metrics, tracing
+from sovereign.observability.logging import REQUEST_ID
+
+access_log = logging.getLogger("sovereign.access")
+PROBES = frozenset({"/metrics", "/healthz", "/readyz"})
 
 
 class _BodyTooLarge(Exception):
@@ -30,8 +49,59 @@ def route_label(scope: Scope) -> str:
     return path if isinstance(path, str) else "other"
 
 
+def _server_span(scope: Scope, headers: dict[bytes, bytes], request_id: str) -> Any:
+    """The request's SERVER span as a context manager, or a null context for probes."""
+    if scope.get("path") in PROBES:
+        return contextlib.nullcontext(None)
+    carrier = {k.decode("latin-1"): v.decode("latin-1") for k, v in headers.items()}
+    method = scope.get("method", "GET")
+    return tracing.tracer().start_as_current_span(
+        method,
+        context=propagate.extract(carrier),
+        kind=SpanKind.SERVER,
+        attributes={
+            "http.request.method": method,
+            "url.path": scope.get("path", ""),
+            "url.scheme": scope.get("scheme", "http"),
+            "sovereign.request_id": request_id,
+        },
+    )
+
+
+def _finish_span(current: Span | None, scope: Scope, route: str, status: int, state: dict[str, Any]) -> None:
+    """Name the span ``METHOD /route/template`` (HTTP semconv) and add status, model and usage."""
+    if current is None:
+        return
+    method = scope.get("method", "GET")
+    current.update_name(f"{method} {route}" if route != "other" else method)
+    current.set_attribute("http.route", route)
+    current.set_attribute("http.response.status_code", status)
+    for key, attribute in (("model", "gen_ai.request.model"), ("prompt_tokens", "gen_ai.usage.input_tokens"),
+                           ("completion_tokens", "gen_ai.usage.output_tokens")):
+        if state.get(key):
+            current.set_attribute(attribute, state[key])
+    if status >= 500:
+        current.set_status(Status(StatusCode.ERROR, f"HTTP {status}"))
+
+
+def _access(scope: Scope, route: str, status: int, seconds: float, state: dict[str, Any]) -> None:
+    ttft = state.get("ttft_s")
+    level = logging.DEBUG if scope.get("path") in PROBES else logging.INFO
+    access_log.log(level, "request", extra={
+        "method": scope.get("method"),
+        "path": scope.get("path"),
+        "route": route,
+        "status": status,
+        "duration_ms": round(seconds * 1000, 2),
+        "model": state.get("model") or None,
+        "prompt_tokens": state.get("prompt_tokens"),
+        "completion_tokens": state.get("completion_tokens"),
+        "ttft_ms": round(ttft * 1000, 2) if ttft is not None else None,
+    })
+
+
 class GatewayMiddleware:
-    """Request id, receipt time, body-size limit and request metrics. ``max_body_bytes`` in bytes."""
+    """Request id, receipt time, body-size limit, request span, metrics and access log."""
 
     def __init__(self, app: ASGIApp, max_body_bytes: int) -> None:
         self.app = app
@@ -47,14 +117,23 @@ class GatewayMiddleware:
         state: dict[str, Any] = scope.setdefault("state", {})
         state["t0"] = started
         state["request_id"] = request_id
+        token = REQUEST_ID.set(request_id)
+        try:
+            length = headers.get(b"content-length")
+            if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
+                await self._reject(send, request_id)
+                metrics.REQUESTS.labels(route="other", model="", status="413").inc()
+                _access(scope, "other", 413, time.perf_counter() - started, state)
+                return
+            with _server_span(scope, headers, request_id) as current:
+                await self._serve(scope, receive, send, state, current)
+        finally:
+            REQUEST_ID.reset(token)
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send, state: dict[str, Any],
+                     current: Span | None) -> None:
+        request_id = state["request_id"]
         status = 500
-
-        length = headers.get(b"content-length")
-        if length is not None and length.isdigit() and int(length) > self.max_body_bytes:
-            await self._reject(send, request_id)
-            metrics.REQUESTS.labels(route="other", model="", status="413").inc()
-            return
-
         received = 0
 
         async def limited_receive() -> Message:
@@ -82,10 +161,13 @@ class GatewayMiddleware:
             await self._reject(send, request_id)
         finally:
             metrics.REQUESTS_IN_FLIGHT.dec()
+            seconds = time.perf_counter() - state["t0"]
             route = route_label(scope)
             model = state.get("model", "")
             metrics.REQUESTS.labels(route=route, model=model, status=str(status)).inc()
-            metrics.REQUEST_DURATION.labels(route=route, model=model).observe(time.perf_counter() - started)
+            metrics.REQUEST_DURATION.labels(route=route, model=model).observe(seconds)
+            _finish_span(current, scope, route, status, state)
+            _access(scope, route, status, seconds, state)
 
     async def _reject(self, send: Send, request_id: str) -> None:
         error = RequestTooLargeError(

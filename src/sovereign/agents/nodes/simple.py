@@ -26,7 +26,7 @@ async def simple_answer(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     warnings: list[str] = []
     sources = state.get("sources") or []
     failed = state.get("failed", "")
-    if not sources and failed not in {"retrieval"}:
+    if not sources:
         history_tokens = sum(deps.count_tokens(t["content"]) for t in past_turns(state))
         try:
             with span("agent.simple.retrieve"):
@@ -39,8 +39,6 @@ async def simple_answer(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         except Exception as exc:
             warnings.append(f"simple path: retrieval failed ({type(exc).__name__}: {exc}); answered without sources")
             sources = []
-    elif failed == "retrieval":
-        warnings.append("simple path: answered without sources because retrieval failed")
     ctx.emit({"type": "revision", "attempt": 0, "feedback": "simple path"})
     reply = await synthesizer.synthesize(
         state["question"], sources, past_turns(state), deps.model, synthesizer.answer_sampling(ctx),

@@ -24,7 +24,7 @@ from sovereign.backends.base import EmbeddingBackend
 from sovereign.observability.tracing import span
 
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=\d\])\s+(?=[A-Z])|\n+")
 MIN_WORDS = 4
 
 

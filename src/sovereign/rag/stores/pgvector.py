@@ -43,6 +43,12 @@ def glob_to_like(pattern: str) -> str:
     return "".join(out)
 
 
+def _array(value: Any) -> np.ndarray:
+    """A pgvector ``Vector`` / ``HalfVector`` (or ndarray) as float32 [dims]."""
+    raw = value.to_numpy() if hasattr(value, "to_numpy") else value
+    return np.asarray(raw, dtype=np.float32)
+
+
 class PgVectorStore:
     """Document store on PostgreSQL + pgvector.
 
@@ -161,7 +167,7 @@ class PgVectorStore:
         rows = await self._execute(
             "SELECT DISTINCT ON (content_hash) content_hash, embedding::vector FROM {s}.chunks "
             "WHERE content_hash = ANY(%s)", (list(set(hashes)),))
-        return {h: np.asarray(v, dtype=np.float32) for h, v in rows}
+        return {h: _array(v) for h, v in rows}
 
     async def get_document(self, doc_id: str) -> DocumentRecord:
         docs = await self._documents("d.doc_id = %s", (doc_id,), 1, 0)
@@ -247,7 +253,7 @@ class PgVectorStore:
                     "SELECT chunk_id, doc_id, ordinal, heading, text, content_hash, token_count, embedding::vector "
                     "FROM {s}.chunks WHERE doc_id = %s ORDER BY ordinal", (doc.doc_id,))
                 chunks = [ChunkRecord(*r[:7]) for r in rows]
-                vectors = (np.stack([np.asarray(r[7], dtype=np.float32) for r in rows]) if rows
+                vectors = (np.stack([_array(r[7]) for r in rows]) if rows
                            else np.zeros((0, self.dimensions), dtype=np.float32))
                 yield doc, chunks, vectors
             offset += len(docs)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import ORJSONResponse
 
 from sovereign.errors import UnsupportedParameterError
 from sovereign.rag.embeddings import encode_vector
+from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import EmbeddingRequest
 from sovereign.server.state import get_state, require_api_key
 
@@ -14,7 +14,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
 @router.post("/v1/embeddings")
-async def create_embeddings(request: Request, body: EmbeddingRequest) -> ORJSONResponse:
+async def create_embeddings(request: Request, body: EmbeddingRequest) -> OrjsonResponse:
     """Embed each input; ``data[i].embedding`` is a unit vector (float list or base64 float32)."""
     backend = get_state(request).registry.embedding(body.model)
     request.scope["state"]["model"] = backend.name
@@ -29,7 +29,7 @@ async def create_embeddings(request: Request, body: EmbeddingRequest) -> ORJSONR
         {"object": "embedding", "index": i, "embedding": encode_vector(v, body.encoding_format)}
         for i, v in enumerate(vectors)
     ]
-    return ORJSONResponse({
+    return OrjsonResponse({
         "object": "list",
         "data": data,
         "model": body.model,

@@ -14,12 +14,13 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import ORJSONResponse, StreamingResponse
+from fastapi.responses import StreamingResponse
 
 from sovereign.backends.base import ChatBackend, collect
 from sovereign.cache import gateway as response_cache
 from sovereign.errors import SovereignError
 from sovereign.observability import metrics
+from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from sovereign.server.state import get_state, require_api_key
 from sovereign.server.streaming import DONE_EVENT, CompletionShape, sse_event
@@ -33,7 +34,8 @@ class _TokenClock:
 
     def __init__(self, request: Request, model: str) -> None:
         self.model = model
-        self.t0: float = request.scope.get("state", {}).get("t0", time.perf_counter())
+        self.scope_state: dict = request.scope.setdefault("state", {})  # read by the access log / span
+        self.t0: float = self.scope_state.get("t0", time.perf_counter())
         self.first: float | None = None
         self.last: float | None = None
 
@@ -43,12 +45,14 @@ class _TokenClock:
         now = time.perf_counter()
         if self.first is None:
             self.first = now
+            self.scope_state["ttft_s"] = now - self.t0
             metrics.TIME_TO_FIRST_TOKEN.labels(model=self.model).observe(now - self.t0)
         elif self.last is not None:
             metrics.INTER_TOKEN_LATENCY.labels(model=self.model).observe(now - self.last)
         self.last = now
 
     def finish(self, usage: Usage) -> None:
+        self.scope_state.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         metrics.PROMPT_TOKENS.labels(model=self.model).inc(usage.prompt_tokens)
         metrics.COMPLETION_TOKENS.labels(model=self.model).inc(usage.completion_tokens)
         if self.first is not None and self.last is not None and self.last > self.first:
@@ -58,7 +62,7 @@ class _TokenClock:
 
 async def _generate(
     request: Request, wire: SamplingFields, domain: GenerationRequest, *, chat: bool
-) -> ORJSONResponse | StreamingResponse:
+) -> OrjsonResponse | StreamingResponse:
     state = get_state(request)
     backend: ChatBackend = state.registry.chat(domain.model)
     request.scope["state"]["model"] = backend.name
@@ -73,7 +77,7 @@ async def _generate(
         clock.finish(result.usage)
         if result.metadata:
             shape.extra["sovereign"] = result.metadata
-        return ORJSONResponse(shape.body(result), headers=cached.headers)
+        return OrjsonResponse(shape.body(result), headers=cached.headers)
 
     options = wire.stream_options
     include_usage = bool(options and options.include_usage)
@@ -122,12 +126,12 @@ async def _clocked(
 
 
 @router.post("/v1/chat/completions", dependencies=[Depends(require_api_key)], response_model=None)
-async def chat_completions(request: Request, body: ChatCompletionRequest) -> ORJSONResponse | StreamingResponse:
+async def chat_completions(request: Request, body: ChatCompletionRequest) -> OrjsonResponse | StreamingResponse:
     """OpenAI chat completions (JSON, or SSE when ``stream`` is true)."""
     return await _generate(request, body, body.to_domain(), chat=True)
 
 
 @router.post("/v1/completions", dependencies=[Depends(require_api_key)], response_model=None)
-async def completions(request: Request, body: CompletionRequest) -> ORJSONResponse | StreamingResponse:
+async def completions(request: Request, body: CompletionRequest) -> OrjsonResponse | StreamingResponse:
     """OpenAI legacy text completions (JSON, or SSE when ``stream`` is true)."""
     return await _generate(request, body, body.to_domain(), chat=False)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 
 from fastapi import APIRouter, Request
-from fastapi.responses import ORJSONResponse, Response
+from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest, multiprocess
 
+from sovereign.server.responses import OrjsonResponse
 from sovereign.server.state import get_state
 
 router = APIRouter()
@@ -20,13 +21,13 @@ async def healthz() -> dict[str, str]:
 
 
 @router.get("/readyz")
-async def readyz(request: Request) -> ORJSONResponse:
+async def readyz(request: Request) -> OrjsonResponse:
     """Readiness: 200 once every chat model is loaded, else 503 with the models still loading."""
     registry = get_state(request).registry
     loading = [name for name, b in registry.chat_backends.items() if not b.ready]
     if loading:
-        return ORJSONResponse({"status": "loading", "loading": loading}, status_code=503)
-    return ORJSONResponse({"status": "ready"})
+        return OrjsonResponse({"status": "loading", "loading": loading}, status_code=503)
+    return OrjsonResponse({"status": "ready"})
 
 
 @router.get("/metrics")

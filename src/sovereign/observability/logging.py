@@ -1,0 +1,120 @@
+"""Structured logs: stdlib ``logging`` with a JSON formatter (one library, no second logging stack).
+
+Every record carries the id of the request being served (``request_id``, the same value as the
+``X-Request-ID`` response header and the ``sovereign.request_id`` span attribute) and the current
+``trace_id`` / ``span_id``, taken from context variables, so a log line, a trace and a client
+report can be joined. Extra fields go in ``extra={...}`` and come out as top-level keys.
+
+Prompt and completion text are never logged: the access log carries counts and timings only.
+:func:`configure_logging` also routes uvicorn's own loggers through the same handler, so one
+process writes one format; our access log (``sovereign.access``, with latency and token counts)
+replaces uvicorn's.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from contextvars import ContextVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from opentelemetry import trace
+
+if TYPE_CHECKING:
+    from sovereign.config import ObservabilitySettings
+
+REQUEST_ID: ContextVar[str | None] = ContextVar("sovereign_request_id", default=None)
+
+# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted.
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
+_UVICORN = ("uvicorn", "uvicorn.error")
+
+
+class ContextFilter(logging.Filter):
+    """Adds ``request_id``, ``trace_id`` and ``span_id`` from the current context to each record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "request_id", None) is None:
+            record.request_id = REQUEST_ID.get()
+        context = trace.get_current_span().get_span_context()
+        if context.is_valid:
+            record.trace_id = format(context.trace_id, "032x")
+            record.span_id = format(context.span_id, "016x")
+        return True
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, context ids, extras, ``exc``."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        for key, value in vars(record).items():
+            if key not in _STANDARD and value is not None and key not in entry:
+                entry[key] = value
+        if record.exc_info:
+            entry["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(entry, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """Human-readable lines for a terminal, still with the request id when there is one."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        request_id = getattr(record, "request_id", None)
+        return f"{line} [request_id={request_id}]" if request_id else line
+
+
+def configure_logging(settings: ObservabilitySettings) -> Callable[[], None]:
+    """Install one stderr handler on the root logger; returns a callable restoring the previous setup.
+
+    uvicorn's ``uvicorn`` / ``uvicorn.error`` loggers propagate to it, and ``uvicorn.access`` is
+    silenced because ``sovereign.access`` logs every request with latency and token counts.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
+    handler.addFilter(ContextFilter())
+    level = logging.getLevelName(settings.log_level.upper())
+    root = logging.getLogger()
+    saved_root = (root.level, list(root.handlers))
+    root.handlers = [h for h in root.handlers if not isinstance(h, logging.StreamHandler) or _is_pytest(h)]
+    root.addHandler(handler)
+    root.setLevel(level)
+    saved: dict[str, tuple[list[logging.Handler], bool, int]] = {}
+    for name in (*_UVICORN, "uvicorn.access", "sovereign"):
+        logger = logging.getLogger(name)
+        saved[name] = (list(logger.handlers), logger.propagate, logger.level)
+    for name in _UVICORN:
+        logger = logging.getLogger(name)
+        logger.handlers, logger.propagate = [], True
+    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    logging.getLogger("sovereign").setLevel(level)
+
+    def restore() -> None:
+        root.removeHandler(handler)
+        root.setLevel(saved_root[0])
+        for existing in saved_root[1]:
+            if existing not in root.handlers:
+                root.addHandler(existing)
+        for name, (handlers, propagate, old_level) in saved.items():
+            logger = logging.getLogger(name)
+            logger.handlers, logger.propagate = handlers, propagate
+            logger.setLevel(old_level)
+
+    return restore
+
+
+def _is_pytest(handler: logging.Handler) -> bool:
+    """pytest's capture handlers subclass StreamHandler; keep them so tests still see records."""
+    return type(handler).__module__.startswith("_pytest")

@@ -1,0 +1,114 @@
+"""The cache service with the real MiniLM embedder, real SQLite and a real redis-server."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from sovereign.cache.backends.redis import RedisCacheBackend
+from sovereign.cache.backends.sqlite import SqliteCacheBackend
+from sovereign.cache.calibration import load_pairs, rates
+from sovereign.cache.keys import cache_key
+from sovereign.cache.service import ResponseCache
+from sovereign.config import load_settings
+from sovereign.observability import metrics
+from sovereign.rag.embeddings import OnnxMiniLMEmbedder
+from sovereign.types import ChatMessage, GenerationRequest, SamplingParams, Usage
+
+pytestmark = pytest.mark.anyio
+PAIRS = Path(__file__).resolve().parents[2] / "data" / "cache_pairs" / "pairs.jsonl"
+
+
+@pytest.fixture(scope="module")
+def embedder() -> OnnxMiniLMEmbedder:
+    return OnnxMiniLMEmbedder(load_settings().embeddings)
+
+
+def key(question: str, tenant: str = "t"):  # type: ignore[no-untyped-def]
+    request = GenerationRequest(model="m", sampling=SamplingParams(temperature=0),
+                                messages=(ChatMessage("user", question),))
+    return cache_key(request, tenant=tenant, chat=True)
+
+
+@pytest.fixture
+async def cache(tmp_path: Path, embedder: OnnxMiniLMEmbedder) -> AsyncIterator[ResponseCache]:
+    service = ResponseCache(SqliteCacheBackend(tmp_path / "c.sqlite3", max_entries=100), embedder,
+                            load_settings().cache)
+    await service.start()
+    yield service
+    await service.close()
+
+
+async def store(cache: ResponseCache, question: str, answer: str, docs: list[str] | None = None,
+                tenant: str = "t") -> None:
+    metadata = {"sources": [{"doc_id": d, "chunk_id": f"{d}#0"} for d in docs or []]}
+    assert await cache.store(key(question, tenant), pieces=[answer], finish_reason="stop", usage=Usage(5, 3),
+                             metadata=metadata)
+
+
+async def test_exact_paraphrase_and_near_miss(cache: ResponseCache) -> None:
+    await store(cache, "How do I sort a list in ascending order?", "sorted(xs)")
+    assert (await cache.lookup(key("How do I sort a list in ascending order?"))).status == "hit-exact"
+    para = await cache.lookup(key("How can I sort a list in ascending order?"))
+    assert para.status == "hit-semantic" and para.entry is not None and para.entry.text == "sorted(xs)"
+    assert (await cache.lookup(key("How do I sort a list in descending order?"))).status == "miss"
+    assert (await cache.lookup(key("How can I sort a list in ascending order?", tenant="other"))).status == "miss"
+
+
+async def test_errors_and_cancellations_are_not_stored(cache: ResponseCache) -> None:
+    k = key("q?")
+    assert k is not None
+    assert not await cache.store(k, pieces=["x"], finish_reason="error", usage=Usage(), metadata=None)
+    assert not await cache.store(k, pieces=["  "], finish_reason="stop", usage=Usage(), metadata=None)
+
+
+async def test_rag_change_notification_evicts_dependent_answers(cache: ResponseCache) -> None:
+    await store(cache, "What does the os module do?", "os things", docs=["os.rst"])
+    await store(cache, "What does json do?", "json things", docs=["json.rst"])
+    assert await cache.on_documents_changed("default", ["os.rst"]) == 1
+    assert (await cache.lookup(key("What does the os module do?"))).status == "miss"
+    assert (await cache.lookup(key("What does json do?"))).status == "hit-exact"
+
+
+@pytest.mark.integration
+async def test_redis_down_is_a_counted_miss_and_recovers(redis_proc: Any, embedder: OnnxMiniLMEmbedder) -> None:
+    settings = load_settings().cache.model_copy(update={"timeout_ms": 200})
+    backend = RedisCacheBackend(redis_proc.url, max_entries=100, timeout_s=0.2, prefix=f"t:{uuid.uuid4().hex[:8]}:")
+    cache = ResponseCache(backend, embedder, settings)
+    await cache.start()
+    try:
+        await store(cache, "How do I copy a file?", "shutil.copy")
+        assert (await cache.lookup(key("How do I copy a file?"))).status == "hit-exact"
+        errors = metrics.CACHE_ERRORS.labels(backend="redis")._value.get()
+        redis_proc.stop()
+        try:
+            began = time.perf_counter()
+            assert (await cache.lookup(key("How do I copy a file?"))).status == "miss"
+            assert not await cache.store(key("x?"), pieces=["y"], finish_reason="stop", usage=Usage(), metadata=None)
+            assert time.perf_counter() - began < 2.0  # bounded: no retries, no hang
+            assert metrics.CACHE_ERRORS.labels(backend="redis")._value.get() >= errors + 2
+        finally:
+            redis_proc.start()
+        await store(cache, "How do I move a file?", "shutil.move")  # the same client reconnects
+        assert (await cache.lookup(key("How do I move a file?"))).status == "hit-exact"
+    finally:
+        await cache.clear()
+        await cache.close()
+
+
+def test_labelled_pairs_calibration(embedder: OnnxMiniLMEmbedder) -> None:
+    """>= 300 pairs with provenance; at the default threshold false hits <= 1%, hits >= 85%."""
+    pairs = load_pairs(PAIRS)
+    assert len(pairs) >= 300 and all(p["source"].startswith("python3.11-doc:") for p in pairs)
+    assert {p["kind"] for p in pairs if p["label"] == "miss"} >= {"negation", "order", "entity", "number", "version"}
+    a, _ = embedder.embed_sync([p["a"] for p in pairs])
+    b, _ = embedder.embed_sync([p["b"] for p in pairs])
+    result = rates(pairs, np.einsum("ij,ij->i", a, b), load_settings().cache.similarity_threshold, guard=True)
+    assert result["false_hit_rate"] <= 0.01, result
+    assert result["hit_rate"] >= 0.85, result
