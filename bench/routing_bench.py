@@ -59,7 +59,7 @@ def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 180, headers:
 
 def pct(values: list[float], q: float) -> float:
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
 async def one(client: httpx.AsyncClient, url: str, headers: dict[str, str], stream: bool) -> float:
@@ -67,10 +67,12 @@ async def one(client: httpx.AsyncClient, url: str, headers: dict[str, str], stre
     started = time.perf_counter()
     if not stream:
         response = await client.post(url, json=BODY, headers=headers)
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code} {response.text[:300]}")
         return time.perf_counter() - started
     async with client.stream("POST", url, json={**BODY, "stream": True}, headers=headers) as response:
-        response.raise_for_status()
+        if response.status_code != 200:
+            raise RuntimeError(f"{url}: {response.status_code} {(await response.aread())[:300]!r}")
         first = None
         async for line in response.aiter_lines():
             if first is None and line.startswith("data: {") and '"content"' in line and '"content": ""' not in line:
@@ -108,8 +110,10 @@ async def measure(targets: dict[str, tuple[str, dict[str, str]]]) -> dict[str, o
                 lat[name]["ttft"].append(await one(client, url, headers, True))
             if time.monotonic() - started > DEADLINE_S / 2:
                 break
-        tput = {name: {str(c): round(await throughput(client, url, h, c), 2) for c in LEVELS}
-                for name, (url, h) in targets.items()}
+        tput = {
+            name: {str(c): round(await throughput(client, url, h, c), 2) for c in LEVELS}
+            for name, (url, h) in targets.items()
+        }
     out: dict[str, object] = {}
     base = lat["direct"]
     for name, series in lat.items():
@@ -142,18 +146,41 @@ def main() -> None:
 
     try:
         eport, sport, lport = free_port(), free_port(), free_port()
-        engine = spawn([sys.executable, "-m", "llama_cpp.server", "--model", str(default_model_path()),
-                        "--host", "127.0.0.1", "--port", str(eport), "--model_alias", "bench",
-                        "--n_ctx", "1024", "--n_threads", "1"], "engine.log")
+        engine = spawn(
+            [
+                sys.executable,
+                "-m",
+                "llama_cpp.server",
+                "--model",
+                str(default_model_path()),
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(eport),
+                "--model_alias",
+                "bench",
+                "--n_ctx",
+                "1024",
+                "--n_threads",
+                "1",
+                "--interrupt_requests",  # default True: a new request cancels the running stream
+                "False",
+            ],
+            "engine.log",
+        )
         wait(f"http://127.0.0.1:{eport}/v1/models", engine)
         (tmp / "sovereign.toml").write_text(
-            "[engine]\nn_ctx = 512\nn_threads = 1\n[backends]\nhealth_interval_s = 0\n"
+            "[engine]\nn_ctx = 512\nn_threads = 1\n[cache]\nenabled = false\n[backends]\nhealth_interval_s = 0\n"
             f'[[backends.deployments]]\nname = "llama"\nmodel = "bench"\nengine = "llama-cpp-python"\n'
-            f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\n')
+            f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\n'
+        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
         env.update(SOVEREIGN_CONFIG=str(tmp / "sovereign.toml"), SOVEREIGN_DATA_DIR=str(tmp / "data"))
-        gateway = spawn([sys.executable, "-m", "sovereign", "serve", "--port", str(sport), "--log-level", "warning"],
-                        "sovereign.log", env)
+        gateway = spawn(
+            [sys.executable, "-m", "sovereign", "serve", "--port", str(sport), "--log-level", "warning"],
+            "sovereign.log",
+            env,
+        )
         wait(f"http://127.0.0.1:{sport}/readyz", gateway)
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "direct": (f"http://127.0.0.1:{eport}/v1/chat/completions", {}),
@@ -164,22 +191,57 @@ def main() -> None:
             (tmp / "litellm.yaml").write_text(
                 "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench\n"
                 f"      api_base: http://127.0.0.1:{eport}/v1\n      api_key: unused\n"
-                "litellm_settings:\n  drop_params: true\n")
-            lenv = {**env, "LITELLM_MASTER_KEY": MASTER_KEY, **{k: "True" for k in (
-                "LITELLM_LOCAL_MODEL_COST_MAP", "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS", "LITELLM_LOCAL_BLOG_POSTS",
-                "LITELLM_LOCAL_AUTOROUTER_PRESETS", "LITELLM_LOCAL_POLICY_TEMPLATES")}}
-            litellm = spawn([str(venv / "bin" / "litellm"), "--config", str(tmp / "litellm.yaml"), "--host",
-                             "127.0.0.1", "--port", str(lport), "--num_workers", "1"], "litellm.log", lenv)
+                "litellm_settings:\n  drop_params: true\n"
+            )
+            lenv = {
+                **env,
+                "LITELLM_MASTER_KEY": MASTER_KEY,
+                **{
+                    k: "True"
+                    for k in (
+                        "LITELLM_LOCAL_MODEL_COST_MAP",
+                        "LITELLM_LOCAL_ANTHROPIC_BETA_HEADERS",
+                        "LITELLM_LOCAL_BLOG_POSTS",
+                        "LITELLM_LOCAL_AUTOROUTER_PRESETS",
+                        "LITELLM_LOCAL_POLICY_TEMPLATES",
+                    )
+                },
+            }
+            litellm = spawn(
+                [
+                    str(venv / "bin" / "litellm"),
+                    "--config",
+                    str(tmp / "litellm.yaml"),
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    str(lport),
+                    "--num_workers",
+                    "1",
+                ],
+                "litellm.log",
+                lenv,
+            )
             auth = {"Authorization": f"Bearer {MASTER_KEY}"}
             wait(f"http://127.0.0.1:{lport}/health/liveliness", litellm, headers=auth)
             targets["litellm"] = (f"http://127.0.0.1:{lport}/v1/chat/completions", auth)
         else:
             notes.append(f"LiteLLM skipped: no venv at {venv} (pip install 'litellm[proxy]==1.106.2' there).")
         results = asyncio.run(measure(targets))
-        print(json.dumps({"engine": "llama-cpp-python server, SmolLM2-135M Q4_1, 1 thread", "max_tokens": 2,
-                          "samples_per_target": SAMPLES, "cpu_count": os.cpu_count(),
-                          "load_avg_1m": round(os.getloadavg()[0], 2), "results": results, "notes": notes},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "engine": "llama-cpp-python server, SmolLM2-135M Q4_1, 1 thread",
+                    "max_tokens": 2,
+                    "samples_per_target": SAMPLES,
+                    "cpu_count": os.cpu_count(),
+                    "load_avg_1m": round(os.getloadavg()[0], 2),
+                    "results": results,
+                    "notes": notes,
+                },
+                indent=2,
+            )
+        )
     finally:
         for proc in reversed(procs):
             if proc.poll() is None:

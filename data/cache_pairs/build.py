@@ -45,8 +45,9 @@ def main() -> None:
                 out.append({"a": original, "b": b, "label": "hit", "kind": "paraphrase"})
                 out[-1].update(source=source, verbatim=verbatim)
             for b, kind in near:
-                out.append({"a": original, "b": b, "label": "miss", "kind": kind, "source": source,
-                            "verbatim": verbatim})
+                out.append(
+                    {"a": original, "b": b, "label": "miss", "kind": kind, "source": source, "verbatim": verbatim}
+                )
     with (HERE / "pairs.jsonl").open("w", encoding="utf-8") as fh:
         for i, row in enumerate(out):
             fh.write(json.dumps({"id": i, **row}, ensure_ascii=False) + "\n")

@@ -1,3 +1,4 @@
+# ruff: noqa: E501
 """Hand-written rewrites of real FAQ questions (the labelled set's source; see README.md).
 
 Each row: (FAQ page under /usr/share/doc/python3.11/html/faq/, the page's own question verbatim,

@@ -44,12 +44,12 @@ async def test_real_model_streams_cited_answer_with_verdict(llama: Any, minilm: 
                                                             tmp_path: Path) -> None:
     store = FakeRetriever(DOCS)
     deps = AgentDeps(model=llama, retriever=lambda: store, embedder=minilm,
-                     settings=AgentSettings(max_tokens=32), count_tokens=token_counter(llama))
+                     settings=AgentSettings(max_tokens=24, node_timeout_s=300), count_tokens=token_counter(llama))
     backend = AgentBackend(deps, tmp_path)
     await backend.start()
     try:
         request = GenerationRequest(
-            model="sovereign-agent", sampling=SamplingParams(max_tokens=32, temperature=0.0, seed=1),
+            model="sovereign-agent", sampling=SamplingParams(max_tokens=24, temperature=0.0, seed=1),
             messages=(ChatMessage("user", "What does json.loads do in Python?"),), conversation_id="real-1")
         chunks = [c async for c in backend.stream(request)]
     finally:

@@ -41,8 +41,9 @@ class TestSqliteBackend(CacheBackendContract):
 class TestRedisBackend(CacheBackendContract):
     @pytest.fixture
     async def backend(self, redis_proc: Any) -> AsyncIterator[RedisCacheBackend]:
-        backend = RedisCacheBackend(redis_proc.url, max_entries=self.MAX, timeout_s=1.0,
-                                    prefix=f"t:{uuid.uuid4().hex[:8]}:")
+        backend = RedisCacheBackend(
+            redis_proc.url, max_entries=self.MAX, timeout_s=1.0, prefix=f"t:{uuid.uuid4().hex[:8]}:"
+        )
         await backend.open()
         yield backend
         await backend.clear()

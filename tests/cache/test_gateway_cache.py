@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +18,18 @@ HEADER = "x-sovereign-cache"
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    server = start_server(tmp_path_factory.mktemp("cache-gw"))
+def gateway(tmp_path_factory: pytest.TempPathFactory, redis_proc: Any) -> Iterator[LiveServer]:
+    """One gateway on the Redis backend (the sqlite backend is covered by the contract and plugin tests);
+    the Redis outage test runs last."""
+    server = start_server(
+        tmp_path_factory.mktemp("cache-gw"),
+        {
+            "SOVEREIGN_CACHE__BACKEND": "redis",
+            "SOVEREIGN_CACHE__TIMEOUT_MS": "100",
+            "SOVEREIGN_CACHE__REDIS_URL_ENV": "SOV_TEST_REDIS_URL",
+            "SOV_TEST_REDIS_URL": redis_proc.url,
+        },
+    )
     yield server
     server.stop()
 
@@ -33,7 +42,8 @@ def client(gateway: LiveServer) -> Iterator[openai.OpenAI]:
 
 def ask(client: openai.OpenAI, question: str, **extra: Any) -> tuple[str, str, dict[str, Any]]:
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0, **extra)
+        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0, **extra
+    )
     body = raw.parse()
     return raw.headers[HEADER], body.choices[0].message.content or "", body.model_extra["sovereign"]["cache"]
 
@@ -62,24 +72,42 @@ def test_reworded_question_is_a_semantic_hit_and_near_miss_is_not(client: openai
 
 
 def test_stream_replay_has_the_live_event_shapes(gateway: LiveServer, client: openai.OpenAI) -> None:
-    body = {"model": MODEL, "messages": [{"role": "user", "content": "Name three colors."}], "max_tokens": 12,
-            "temperature": 0, "stream": True, "stream_options": {"include_usage": True, "continuous_usage_stats": True}}
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": "Name three colors."}],
+        "max_tokens": 12,
+        "temperature": 0,
+        "stream": True,
+        "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+    }
     live_status, live = sse(gateway.url, body)
     hit_status, replay = sse(gateway.url, body)
     assert (live_status, hit_status) == ("miss", "hit-exact")
 
     def shape(events: list[dict[str, Any]]) -> list[Any]:
-        return [(sorted(e), [sorted(c) for c in e["choices"]], [sorted(c.get("delta", {})) for c in e["choices"]],
-                 [c["finish_reason"] for c in e["choices"]]) for e in events]
+        return [
+            (
+                sorted(e),
+                [sorted(c) for c in e["choices"]],
+                [sorted(c.get("delta", {})) for c in e["choices"]],
+                [c["finish_reason"] for c in e["choices"]],
+            )
+            for e in events
+        ]
 
     assert shape(replay) == shape(live)
     assert live[-1]["usage"] == replay[-1]["usage"]
     text = lambda events: "".join(c["delta"].get("content") or "" for e in events for c in e["choices"])  # noqa: E731
     assert text(replay) == text(live)
     assert replay[-2]["sovereign"]["cache"]["status"] == "hit-exact"
-    streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
-        model=MODEL, messages=body["messages"], max_tokens=12, temperature=0, stream=True) if c.choices)
-    assert streamed == text(live)  # the SDK reads the replay (stream without usage options: a new scope? no)
+    streamed = "".join(
+        c.choices[0].delta.content or ""
+        for c in client.chat.completions.create(
+            model=MODEL, messages=body["messages"], max_tokens=12, temperature=0, stream=True
+        )
+        if c.choices
+    )
+    assert streamed == text(live)  # stream options are not in the scope: the SDK reads a replay too
 
 
 def test_controls_bypass_and_no_cache(client: openai.OpenAI, gateway: LiveServer) -> None:
@@ -87,32 +115,24 @@ def test_controls_bypass_and_no_cache(client: openai.OpenAI, gateway: LiveServer
     assert ask(client, "Say hello.", extra_headers={"Cache-Control": "no-cache"})[0] == "miss"
     assert ask(client, "Say hello.", extra_body={"cache": "off"})[0] == "bypass"
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16, temperature=0.8)
+        model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16, temperature=0.8
+    )
     assert raw.headers[HEADER] == "bypass"  # not reproducible
     assert ask(client, "Say hello.", extra_body={"cache": "no-store"})[0] == "hit-exact"
     metrics = httpx.get(gateway.url + "/metrics").text
     assert 'sovereign_cache_lookups_total{layer="exact",result="hit"}' in metrics
 
 
-@pytest.mark.slow
-def test_redis_backend_survives_redis_going_down(tmp_path: Path, redis_proc: Any) -> None:
-    server = start_server(tmp_path, {"SOVEREIGN_CACHE__BACKEND": "redis", "SOVEREIGN_CACHE__TIMEOUT_MS": "100",
-                                     "SOVEREIGN_CACHE__REDIS_URL_ENV": "SOV_TEST_REDIS_URL",
-                                     "SOV_TEST_REDIS_URL": redis_proc.url})
+def test_redis_going_down_fails_no_request(client: openai.OpenAI, gateway: LiveServer, redis_proc: Any) -> None:
+    assert ask(client, "What is Redis?")[0] == "miss"
+    assert ask(client, "What is Redis?")[0] == "hit-exact"
+    redis_proc.stop()
     try:
-        with openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=60) as client:
-            assert ask(client, "What is Redis?")[0] == "miss"
-            assert ask(client, "What is Redis?")[0] == "hit-exact"
-            redis_proc.stop()
-            try:
-                status, answer, _ = ask(client, "What is Redis?")
-                assert status == "miss" and answer  # served by the engine
-                assert ask(client, "What is a cache?")[0] == "miss"
-            finally:
-                redis_proc.start()
-            text = httpx.get(server.url + "/metrics").text
-            assert 'sovereign_cache_errors_total{backend="redis"}' in text
-            assert ask(client, "What is Redis?")[0] == "miss"  # Redis came back empty: a fresh store
-            assert ask(client, "What is Redis?")[0] == "hit-exact"
+        status, answer, _ = ask(client, "What is Redis?")
+        assert status == "miss" and answer  # served by the engine
+        assert ask(client, "What is a cache?")[0] == "miss"
     finally:
-        server.stop()
+        redis_proc.start()
+    assert 'sovereign_cache_errors_total{backend="redis"}' in httpx.get(gateway.url + "/metrics").text
+    assert ask(client, "What is Redis?")[0] == "miss"  # Redis came back empty: stored afresh
+    assert ask(client, "What is Redis?")[0] == "hit-exact"

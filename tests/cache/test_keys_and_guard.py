@@ -22,11 +22,21 @@ def test_normalization_makes_whitespace_irrelevant() -> None:
     assert a == b and normalize_query("a\u00a0 b ") == "a b"
 
 
-@pytest.mark.parametrize("change", [
-    {"system": "Answer in French."}, {"max_tokens": 10}, {"temperature": 0.5}, {"top_p": 0.9}, {"seed": 1},
-    {"stop": ("\n",)}, {"json_mode": True}, {"ignore_eos": True}, {"presence_penalty": 1.0},
-    {"frequency_penalty": 1.0},
-])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"system": "Answer in French."},
+        {"max_tokens": 10},
+        {"temperature": 0.5},
+        {"top_p": 0.9},
+        {"seed": 1},
+        {"stop": ("\n",)},
+        {"json_mode": True},
+        {"ignore_eos": True},
+        {"presence_penalty": 1.0},
+        {"frequency_penalty": 1.0},
+    ],
+)
 def test_every_output_changing_field_changes_the_scope(change: dict) -> None:
     base = cache_key(chat("q"), tenant="t", chat=True)
     system = change.pop("system", None)
@@ -45,8 +55,11 @@ def test_tenant_model_kind_and_index_version_change_the_scope() -> None:
     v1 = cache_key(chat("q"), tenant="t", chat=True, collection="c", index_version=1)
     v2 = cache_key(chat("q"), tenant="t", chat=True, collection="c", index_version=2)
     assert v1 and v2 and v1.scope != v2.scope != base.scope
-    history = GenerationRequest(model="m", sampling=SamplingParams(temperature=0), messages=(
-        ChatMessage("user", "x"), ChatMessage("assistant", "y"), ChatMessage("user", "q")))
+    history = GenerationRequest(
+        model="m",
+        sampling=SamplingParams(temperature=0),
+        messages=(ChatMessage("user", "x"), ChatMessage("assistant", "y"), ChatMessage("user", "q")),
+    )
     assert cache_key(history, tenant="t", chat=True).scope != base.scope  # type: ignore[union-attr]
     assert cache_key(replace(chat("q"), messages=(ChatMessage("assistant", "q"),)), tenant="t", chat=True) is None
 
@@ -62,24 +75,33 @@ def test_request_mode_and_reproducibility() -> None:
     assert not reproducible(replace(chat("q"), sampling=SamplingParams(temperature=0.7)))
 
 
-@pytest.mark.parametrize(("a", "b", "why"), [
-    ("How do I sort a list in ascending order?", "How do I sort a list in descending order?", "antonym"),
-    ("How do I sort a list?", "How do I sort a list in descending order?", "antonym"),
-    ("Why is join() a string method?", "Why isn't join() a string method?", "negation"),
-    ("What is new in Python 3.11?", "What is new in Python 3.12?", "number"),
-    ("How do I copy a file on Windows?", "How do I copy a file on Linux?", "entity"),
-    ("How do I convert a list to a tuple?", "How do I convert a list to a set?", "entity"),
-    ("How do I access a module written in Python from C?", "How do I access a module written in C from Python?",
-     "direction"),
-])
+@pytest.mark.parametrize(
+    ("a", "b", "why"),
+    [
+        ("How do I sort a list in ascending order?", "How do I sort a list in descending order?", "antonym"),
+        ("How do I sort a list?", "How do I sort a list in descending order?", "antonym"),
+        ("Why is join() a string method?", "Why isn't join() a string method?", "negation"),
+        ("What is new in Python 3.11?", "What is new in Python 3.12?", "number"),
+        ("How do I copy a file on Windows?", "How do I copy a file on Linux?", "entity"),
+        ("How do I convert a list to a tuple?", "How do I convert a list to a set?", "entity"),
+        (
+            "How do I access a module written in Python from C?",
+            "How do I access a module written in C from Python?",
+            "direction",
+        ),
+    ],
+)
 def test_guard_rejects_near_misses(a: str, b: str, why: str) -> None:
     assert contrast(a, b) == why
 
 
-@pytest.mark.parametrize(("a", "b"), [
-    ("How do I copy a file?", "How can I copy a file?"),
-    ("Why doesn't list.sort() return the sorted list?", "Why does list.sort() not return the sorted list?"),
-    ("How do I create a .pyc file?", "How do I generate a .pyc file?"),
-])
+@pytest.mark.parametrize(
+    ("a", "b"),
+    [
+        ("How do I copy a file?", "How can I copy a file?"),
+        ("Why doesn't list.sort() return the sorted list?", "Why does list.sort() not return the sorted list?"),
+        ("How do I create a .pyc file?", "How do I generate a .pyc file?"),
+    ],
+)
 def test_guard_lets_paraphrases_through(a: str, b: str) -> None:
     assert contrast(a, b) is None

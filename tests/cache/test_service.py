@@ -31,25 +31,29 @@ def embedder() -> OnnxMiniLMEmbedder:
 
 
 def key(question: str, tenant: str = "t"):  # type: ignore[no-untyped-def]
-    request = GenerationRequest(model="m", sampling=SamplingParams(temperature=0),
-                                messages=(ChatMessage("user", question),))
+    request = GenerationRequest(
+        model="m", sampling=SamplingParams(temperature=0), messages=(ChatMessage("user", question),)
+    )
     return cache_key(request, tenant=tenant, chat=True)
 
 
 @pytest.fixture
 async def cache(tmp_path: Path, embedder: OnnxMiniLMEmbedder) -> AsyncIterator[ResponseCache]:
-    service = ResponseCache(SqliteCacheBackend(tmp_path / "c.sqlite3", max_entries=100), embedder,
-                            load_settings().cache)
+    service = ResponseCache(
+        SqliteCacheBackend(tmp_path / "c.sqlite3", max_entries=100), embedder, load_settings().cache
+    )
     await service.start()
     yield service
     await service.close()
 
 
-async def store(cache: ResponseCache, question: str, answer: str, docs: list[str] | None = None,
-                tenant: str = "t") -> None:
+async def store(
+    cache: ResponseCache, question: str, answer: str, docs: list[str] | None = None, tenant: str = "t"
+) -> None:
     metadata = {"sources": [{"doc_id": d, "chunk_id": f"{d}#0"} for d in docs or []]}
-    assert await cache.store(key(question, tenant), pieces=[answer], finish_reason="stop", usage=Usage(5, 3),
-                             metadata=metadata)
+    assert await cache.store(
+        key(question, tenant), pieces=[answer], finish_reason="stop", usage=Usage(5, 3), metadata=metadata
+    )
 
 
 async def test_exact_paraphrase_and_near_miss(cache: ResponseCache) -> None:

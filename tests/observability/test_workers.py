@@ -29,8 +29,8 @@ SECRET = "zebra-violet-prompt-canary"
 
 
 class Cluster:
-    def __init__(self, url: str, sink: OtlpSink, log: Path, proc: subprocess.Popen[bytes]) -> None:
-        self.url, self.sink, self.log, self.proc = url, sink, log, proc
+    def __init__(self, url: str, sink: OtlpSink, log: Path, prom_dir: Path) -> None:
+        self.url, self.sink, self.log, self.prom_dir = url, sink, log, prom_dir
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url + "/readyz", proc, log, timeout=150)
-            yield Cluster(url, sink, log, proc)
+            yield Cluster(url, sink, log, tmp / "prom")
         finally:
             proc.terminate()
             try:
@@ -77,13 +77,13 @@ def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
 
 def test_counters_add_up_across_workers(cluster: Cluster) -> None:
     """Every request is counted once whichever worker served it and whichever serves /metrics."""
-    pids = set()
+    ids = set()
     n = 12
     for _ in range(n):
         with httpx.Client() as client:  # a new connection each time: the kernel spreads them
             response = client.get(cluster.url + "/v1/models")
             assert response.status_code == 200
-        pids.add(response.headers.get("x-request-id"))
+        ids.add(response.headers.get("x-request-id"))
     key = ("sovereign_requests_total", (("model", ""), ("route", "/v1/models"), ("status", "200")))
     for _ in range(4):  # whichever worker answers the scrape, the total is the same
         samples = _samples(httpx.get(cluster.url + "/metrics").text)
@@ -92,7 +92,9 @@ def test_counters_add_up_across_workers(cluster: Cluster) -> None:
         assert samples[("sovereign_engine_up", (("engine", MODEL),))] == 1
         assert samples[("sovereign_engine_queue_capacity", (("engine", MODEL),))] == 2 * 64  # per worker
         assert samples[("sovereign_data_volume_free_bytes", ())] > 0
-    assert len(pids) == n  # distinct generated request ids
+    assert len(ids) == n  # a distinct generated request id each
+    pids = {p.stem.rsplit("_", 1)[1] for p in cluster.prom_dir.glob("counter_*.db")}
+    assert len(pids) >= 2  # both workers wrote their own samples
 
 
 def test_one_request_is_one_trace_without_prompt_text(cluster: Cluster) -> None:

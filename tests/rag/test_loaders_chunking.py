@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 
 from sovereign.errors import InvalidRequestError
@@ -95,7 +97,7 @@ def test_chunks_respect_window_overlap_and_sections(embedder: OnnxMiniLMEmbedder
     assert len(body) > 3
     assert all(embedder.count_tokens(c.text) <= 64 for c in chunks)
     assert all(c.text in long_text for c in body)  # exact slices: never straddle a section
-    for a, b in zip(body, body[1:], strict=False):  # consecutive windows overlap
+    for a, b in itertools.pairwise(body):  # consecutive windows overlap
         assert a.text[-20:] in long_text and set(a.text.split()[-5:]) & set(b.text.split()[:20])
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
     assert len({c.content_hash for c in chunks}) == len(chunks)

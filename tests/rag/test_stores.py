@@ -67,7 +67,7 @@ async def test_ann_index_catches_up_after_crash(tmp_path: Path) -> None:
     await store.open()
     try:
         ranked = await store.vector_search(second[2][0], 5, collection="alpha")
-        assert [cid for cid, _ in ranked][0] == second[1][0].chunk_id
+        assert next(cid for cid, _ in ranked) == second[1][0].chunk_id
         assert first[1][1].chunk_id not in {cid for cid, _ in ranked}
         assert len(store._indexes["alpha"]) == 2
     finally:

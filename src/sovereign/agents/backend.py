@@ -42,6 +42,11 @@ from sovereign.observability import metrics
 from sovereign.observability.tracing import span
 from sovereign.types import GenerationChunk, GenerationRequest, Usage
 
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Span attributes with dotted names (typed for ``span(**...)``)."""
+    return values
+
 log = logging.getLogger("sovereign.agents")
 MODEL_NAME = "sovereign-agent"
 REVISION_SEPARATOR = "\n\n---\nRevised after validation:\n"
@@ -142,7 +147,7 @@ class AgentBackend:
         emitted = False
         usage = Usage()
         state: dict[str, Any] = {}
-        with span("agent.run", **{"agent.model": self.name}):
+        with span("agent.run", **_attrs({"agent.model": self.name})):
             try:
                 async for event in self.graph.run(question, history, conversation_id, ctx):
                     kind = event.get("type")

@@ -23,6 +23,12 @@ from sovereign.agents.state import AgentState, RunContext
 from sovereign.observability import metrics
 from sovereign.observability.tracing import span
 
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Span attributes with dotted names (typed for ``span(**...)``)."""
+    return values
+
+
 log = logging.getLogger("sovereign.agents")
 NodeFn = Callable[[AgentState, RunContext], Awaitable[dict[str, Any]]]
 
@@ -37,7 +43,7 @@ def guarded(name: str, fn: NodeFn, *, degrade: bool = True) -> NodeFn:
         ctx.emit({"type": "node_start", "node": name})
         began = time.perf_counter()
         error: str | None = None
-        with span(f"agent.node.{name}", **{"agent.node": name}) as current:
+        with span(f"agent.node.{name}", **_attrs({"agent.node": name})) as current:
             try:
                 async with asyncio.timeout(ctx.deps.settings.node_timeout_s):
                     update = await fn(state, ctx)

@@ -40,7 +40,10 @@ class CircuitBreaker:
     """
 
     def __init__(
-        self, name: str, failure_threshold: int = 3, cooldown_s: float = 10.0,
+        self,
+        name: str,
+        failure_threshold: int = 3,
+        cooldown_s: float = 10.0,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.name = name

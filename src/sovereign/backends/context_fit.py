@@ -89,8 +89,13 @@ def select_messages(
 
 
 async def fit_request(
-    request: GenerationRequest, *, context_window: int, reserve_output_tokens: int, count: TokenCounter,
-    policy: TrimPolicy = "latest", keep_head: int = 2,
+    request: GenerationRequest,
+    *,
+    context_window: int,
+    reserve_output_tokens: int,
+    count: TokenCounter,
+    policy: TrimPolicy = "latest",
+    keep_head: int = 2,
 ) -> FitResult:
     """Return ``request`` trimmed (chat) or checked (raw prompt) to fit ``context_window`` tokens.
 

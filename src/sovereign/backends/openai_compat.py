@@ -75,24 +75,44 @@ def _tokens_len(answer: Any) -> int:
 
 PROFILES: dict[str, EngineProfile] = {
     "vllm": EngineProfile(
-        "vLLM", "/health", "/tokenize",
-        lambda m, t: {"model": m, "prompt": t, "add_special_tokens": False}, _count_field, ignore_eos=True,
+        "vLLM",
+        "/health",
+        "/tokenize",
+        lambda m, t: {"model": m, "prompt": t, "add_special_tokens": False},
+        _count_field,
+        ignore_eos=True,
     ),
     "sglang": EngineProfile(
-        "SGLang", "/health", "/tokenize",
-        lambda m, t: {"model": m, "prompt": t, "add_special_tokens": False}, _count_field, ignore_eos=True,
+        "SGLang",
+        "/health",
+        "/tokenize",
+        lambda m, t: {"model": m, "prompt": t, "add_special_tokens": False},
+        _count_field,
+        ignore_eos=True,
     ),
     "llamacpp-server": EngineProfile(
-        "llama.cpp server", "/health", "/tokenize", lambda m, t: {"content": t, "add_special": False}, _tokens_len,
+        "llama.cpp server",
+        "/health",
+        "/tokenize",
+        lambda m, t: {"content": t, "add_special": False},
+        _tokens_len,
         ignore_eos=True,
     ),
     "llama-cpp-python": EngineProfile(
-        "llama-cpp-python server", "/v1/models", "/extras/tokenize/count", lambda m, t: {"input": t, "model": m},
-        _count_field, stream_usage=False,
+        "llama-cpp-python server",
+        "/v1/models",
+        "/extras/tokenize/count",
+        lambda m, t: {"input": t, "model": m},
+        _count_field,
+        stream_usage=False,
     ),
     "ollama": EngineProfile("Ollama /v1", "/api/version"),
     "tgi": EngineProfile(
-        "TGI Messages API", "/health", "/tokenize", lambda m, t: {"inputs": t, "add_special_tokens": False}, len,
+        "TGI Messages API",
+        "/health",
+        "/tokenize",
+        lambda m, t: {"inputs": t, "add_special_tokens": False},
+        len,
         json_mode=False,
     ),
     "triton": EngineProfile("Triton OpenAI frontend", "/health/ready", json_mode=False),
@@ -156,8 +176,12 @@ class OpenAICompatBackend:
     """
 
     def __init__(
-        self, settings: DeploymentSettings, client: httpx.AsyncClient, *,
-        connect_timeout_s: float = 2.0, total_timeout_s: float = 600.0,
+        self,
+        settings: DeploymentSettings,
+        client: httpx.AsyncClient,
+        *,
+        connect_timeout_s: float = 2.0,
+        total_timeout_s: float = 600.0,
     ) -> None:
         if not settings.base_url:
             raise EngineUnavailableError(f"Deployment {settings.name} has no base_url.")
@@ -179,8 +203,12 @@ class OpenAICompatBackend:
     def capabilities(self) -> Capabilities:
         p = self.profile
         return Capabilities(
-            context_window=self.settings.context_window or DEFAULT_CONTEXT_WINDOW, json_mode=p.json_mode,
-            seed=p.seed, ignore_eos=p.ignore_eos, engine=p.label, owned_by=self.settings.engine,
+            context_window=self.settings.context_window or DEFAULT_CONTEXT_WINDOW,
+            json_mode=p.json_mode,
+            seed=p.seed,
+            ignore_eos=p.ignore_eos,
+            engine=p.label,
+            owned_by=self.settings.engine,
         )
 
     @property
@@ -229,7 +257,9 @@ class OpenAICompatBackend:
         url = self.root_url + (self.profile.tokenize_path or "")
         try:
             response = await self._client.post(
-                url, json=self.profile.tokenize_body(self.served_model, text), headers=self._headers,
+                url,
+                json=self.profile.tokenize_body(self.served_model, text),
+                headers=self._headers,
                 timeout=self._probe_timeout,
             )
         except httpx.HTTPError as exc:
@@ -269,10 +299,13 @@ class OpenAICompatBackend:
                 f"{p.label} ({self.name}) does not support response_format json_object.", param="response_format"
             )
         if s.ignore_eos and not p.ignore_eos:
-            raise UnsupportedParameterError(f"{p.label} ({self.name}) does not support ignore_eos.",
-                                            param="ignore_eos")
-        body: dict[str, Any] = {"model": self.served_model, "stream": True, "temperature": s.temperature,
-                                "top_p": s.top_p}
+            raise UnsupportedParameterError(f"{p.label} ({self.name}) does not support ignore_eos.", param="ignore_eos")
+        body: dict[str, Any] = {
+            "model": self.served_model,
+            "stream": True,
+            "temperature": s.temperature,
+            "top_p": s.top_p,
+        }
         if request.is_chat:
             body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
         else:
@@ -308,7 +341,10 @@ class OpenAICompatBackend:
         url = self.base_url + ("/chat/completions" if request.is_chat else "/completions")
         try:
             async with self._client.stream(
-                "POST", url, content=orjson.dumps(body), headers={**self._headers, "Content-Type": "application/json"},
+                "POST",
+                url,
+                content=orjson.dumps(body),
+                headers={**self._headers, "Content-Type": "application/json"},
                 timeout=self._timeout,
             ) as response:
                 if response.status_code != 200:
@@ -339,8 +375,9 @@ class OpenAICompatBackend:
                 raise EngineError(f"Engine {self.name} failed mid-stream: {message}")
             if payload.get("usage"):
                 upstream_usage = True
-                usage = Usage(int(payload["usage"].get("prompt_tokens") or 0),
-                              int(payload["usage"].get("completion_tokens") or 0))
+                usage = Usage(
+                    int(payload["usage"].get("prompt_tokens") or 0), int(payload["usage"].get("completion_tokens") or 0)
+                )
             for choice in payload.get("choices") or ():
                 text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                 if text:

@@ -81,8 +81,17 @@ class RoutingPolicy:
 
     @classmethod
     def from_settings(cls, s: BackendsSettings) -> RoutingPolicy:
-        return cls(s.retry_attempts, s.retry_initial_s, s.retry_max_s, s.retry_jitter_s, s.first_token_timeout_s,
-                   s.total_timeout_s, s.trim_policy, s.keep_head_messages, s.reserve_output_tokens)
+        return cls(
+            s.retry_attempts,
+            s.retry_initial_s,
+            s.retry_max_s,
+            s.retry_jitter_s,
+            s.first_token_timeout_s,
+            s.total_timeout_s,
+            s.trim_policy,
+            s.keep_head_messages,
+            s.reserve_output_tokens,
+        )
 
 
 @dataclass(eq=False)
@@ -137,9 +146,13 @@ class Deployment:
     def status(self) -> dict[str, Any]:
         """A JSON-able row for ``backends list`` and ``GET /admin/backends``."""
         return {
-            "name": self.name, "engine": self.engine, "base_url": self.base_url,
-            "context_window": self.context_window, "weight": self.weight,
-            "breaker": self.breaker.state.name.lower(), "consecutive_failures": self.breaker.consecutive_failures,
+            "name": self.name,
+            "engine": self.engine,
+            "base_url": self.base_url,
+            "context_window": self.context_window,
+            "weight": self.weight,
+            "breaker": self.breaker.state.name.lower(),
+            "consecutive_failures": self.breaker.consecutive_failures,
             "up": self.last_probe_ok,
             "latency_ms": None if self.last_latency_s is None else round(self.last_latency_s * 1000, 2),
             "last_error": self.last_error,
@@ -168,7 +181,10 @@ class Router:
     """
 
     def __init__(
-        self, name: str, deployments: Sequence[Deployment], policy: RoutingPolicy | None = None,
+        self,
+        name: str,
+        deployments: Sequence[Deployment],
+        policy: RoutingPolicy | None = None,
         rng: random.Random | None = None,
     ) -> None:
         if not deployments:
@@ -184,9 +200,11 @@ class Router:
         caps = [d.backend.capabilities for d in self.deployments]
         return Capabilities(
             context_window=max(d.context_window for d in self.deployments),
-            json_mode=any(c.json_mode for c in caps), seed=any(c.seed for c in caps),
+            json_mode=any(c.json_mode for c in caps),
+            seed=any(c.seed for c in caps),
             ignore_eos=any(c.ignore_eos for c in caps),
-            engine="router: " + ", ".join(d.name for d in self.deployments), owned_by=caps[0].owned_by,
+            engine="router: " + ", ".join(d.name for d in self.deployments),
+            owned_by=caps[0].owned_by,
         )
 
     @property
@@ -261,8 +279,11 @@ class Router:
                 metrics.ENGINE_FALLBACKS.labels(model=self.name, from_engine=previous, to_engine=dep.name).inc()
             try:
                 fit = await fit_request(
-                    request, context_window=dep.context_window, count=dep.count,
-                    reserve_output_tokens=self.policy.reserve_output_tokens, policy=self.policy.trim_policy,
+                    request,
+                    context_window=dep.context_window,
+                    count=dep.count,
+                    reserve_output_tokens=self.policy.reserve_output_tokens,
+                    policy=self.policy.trim_policy,
                     keep_head=self.policy.keep_head_messages,
                 )
                 first, chunks, retries = await self._open(dep, fit.request, deadline)
@@ -279,8 +300,12 @@ class Router:
                 errors.append((dep.name, exc))
                 previous = dep.name
                 continue
-            route = {"deployment": dep.name, "retries": retries, "fallbacks": len(errors) + len(skip),
-                     "trimmed_messages": fit.dropped}
+            route = {
+                "deployment": dep.name,
+                "retries": retries,
+                "fallbacks": len(errors) + len(skip),
+                "trimmed_messages": fit.dropped,
+            }
             try:
                 chunk = first
                 while chunk.finish_reason is None:
@@ -309,7 +334,7 @@ class Router:
         p = self.policy
         retrying = AsyncRetrying(
             stop=stop_after_attempt(p.retry_attempts),
-            wait=wait_exponential_jitter(initial=p.retry_initial_s, max=p.retry_max_s, jitter=p.retry_jitter_s),
+            wait=wait_exponential_jitter(multiplier=p.retry_initial_s, max=p.retry_max_s, jitter=p.retry_jitter_s),
             retry=retry_if_exception(lambda e: _retryable(e) and dep.breaker.state is not BreakerState.OPEN),
             reraise=True,
         )

@@ -56,8 +56,10 @@ class CacheEntry:
 
     def to_result(self) -> GenerationResult:
         return GenerationResult(
-            text=self.text, finish_reason=self.finish_reason,  # type: ignore[arg-type]
-            usage=Usage(self.usage.prompt_tokens, self.usage.completion_tokens), metadata=dict(self.metadata),
+            text=self.text,
+            finish_reason=self.finish_reason,  # type: ignore[arg-type]
+            usage=Usage(self.usage.prompt_tokens, self.usage.completion_tokens),
+            metadata=dict(self.metadata),
         )
 
     def replay_chunks(self) -> list[GenerationChunk]:
@@ -68,30 +70,47 @@ class CacheEntry:
         for i, piece in enumerate(pieces):
             done = i == len(pieces) - 1
             tokens = total if done else min(i + 1, total)
-            out.append(GenerationChunk(
-                text=piece, usage=Usage(self.usage.prompt_tokens, tokens),
-                finish_reason=self.finish_reason if done else None,  # type: ignore[arg-type]
-                metadata=dict(self.metadata) if done else None,
-            ))
+            out.append(
+                GenerationChunk(
+                    text=piece,
+                    usage=Usage(self.usage.prompt_tokens, tokens),
+                    finish_reason=self.finish_reason if done else None,  # type: ignore[arg-type]
+                    metadata=dict(self.metadata) if done else None,
+                )
+            )
         return out
 
     def payload(self) -> bytes:
         """Everything except the vector and keys, as JSON bytes."""
-        return orjson.dumps({
-            "query": self.query, "pieces": self.pieces, "finish_reason": self.finish_reason,
-            "usage": [self.usage.prompt_tokens, self.usage.completion_tokens], "metadata": self.metadata,
-            "doc_ids": self.doc_ids, "created": self.created, "expires": self.expires,
-        })
+        return orjson.dumps(
+            {
+                "query": self.query,
+                "pieces": self.pieces,
+                "finish_reason": self.finish_reason,
+                "usage": [self.usage.prompt_tokens, self.usage.completion_tokens],
+                "metadata": self.metadata,
+                "doc_ids": self.doc_ids,
+                "created": self.created,
+                "expires": self.expires,
+            }
+        )
 
     @classmethod
     def from_payload(cls, key: str, scope: str, payload: bytes, vector: bytes | None) -> CacheEntry:
         """Inverse of :meth:`payload`; ``vector`` is little-endian float32 bytes or None."""
         data = orjson.loads(payload)
         return cls(
-            key=key, scope=scope, query=data["query"], pieces=data["pieces"], finish_reason=data["finish_reason"],
-            usage=Usage(*data["usage"]), metadata=data["metadata"], doc_ids=data["doc_ids"],
+            key=key,
+            scope=scope,
+            query=data["query"],
+            pieces=data["pieces"],
+            finish_reason=data["finish_reason"],
+            usage=Usage(*data["usage"]),
+            metadata=data["metadata"],
+            doc_ids=data["doc_ids"],
             vector=np.frombuffer(vector, dtype="<f4").copy() if vector else None,
-            created=data["created"], expires=data["expires"],
+            created=data["created"],
+            expires=data["expires"],
         )
 
 

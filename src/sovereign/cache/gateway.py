@@ -76,8 +76,9 @@ class CachePlan:
 
         async def events() -> AsyncIterator[bytes]:
             for i, chunk in enumerate(chunks):
-                for event in shape.events(chunk, first=i == 0, include_usage=include_usage,
-                                          continuous_usage=continuous):
+                for event in shape.events(
+                    chunk, first=i == 0, include_usage=include_usage, continuous_usage=continuous
+                ):
                     yield event
             yield DONE_EVENT
 
@@ -93,8 +94,12 @@ class CachePlan:
                     chunk.metadata = {**(chunk.metadata or {}), "cache": self.info()}
                     if self.write and self.cache is not None and self.key is not None:
                         await self.cache.store(
-                            self.key, pieces=pieces, finish_reason=chunk.finish_reason, usage=chunk.usage,
-                            metadata=chunk.metadata, vector=self.lookup.vector if self.lookup else None,
+                            self.key,
+                            pieces=pieces,
+                            finish_reason=chunk.finish_reason,
+                            usage=chunk.usage,
+                            metadata=chunk.metadata,
+                            vector=self.lookup.vector if self.lookup else None,
                         )
                 yield chunk
         finally:
@@ -142,10 +147,16 @@ async def plan(
         rag = await _rag_scope(state, backend, wire)
     except LookupError:
         return CachePlan(cache, status="bypass")
-    named = GenerationRequest(model=backend.name, sampling=domain.sampling, messages=domain.messages,
-                              prompt=domain.prompt, user=domain.user)
-    key = cache_key(named, tenant=require_api_key(request), chat=chat,
-                    collection=rag[0] if rag else None, index_version=rag[1] if rag else None)
+    named = GenerationRequest(
+        model=backend.name, sampling=domain.sampling, messages=domain.messages, prompt=domain.prompt, user=domain.user
+    )
+    key = cache_key(
+        named,
+        tenant=require_api_key(request),
+        chat=chat,
+        collection=rag[0] if rag else None,
+        index_version=rag[1] if rag else None,
+    )
     if key is None:
         return CachePlan(cache, status="bypass")
     write = mode != "no-store"

@@ -77,11 +77,22 @@ def cache_key(
         return None
     s = request.sampling
     scope_fields = {
-        "v": 1, "model": request.model, "kind": "chat" if chat else "text", "context": context,
-        "max_tokens": s.max_tokens, "temperature": s.temperature, "top_p": s.top_p, "seed": s.seed,
-        "stop": list(s.stop), "json_mode": s.json_mode, "ignore_eos": s.ignore_eos,
-        "presence_penalty": s.presence_penalty, "frequency_penalty": s.frequency_penalty,
-        "tenant": tenant, "collection": collection, "index_version": index_version,
+        "v": 1,
+        "model": request.model,
+        "kind": "chat" if chat else "text",
+        "context": context,
+        "max_tokens": s.max_tokens,
+        "temperature": s.temperature,
+        "top_p": s.top_p,
+        "seed": s.seed,
+        "stop": list(s.stop),
+        "json_mode": s.json_mode,
+        "ignore_eos": s.ignore_eos,
+        "presence_penalty": s.presence_penalty,
+        "frequency_penalty": s.frequency_penalty,
+        "tenant": tenant,
+        "collection": collection,
+        "index_version": index_version,
     }
     scope = _sha(orjson.dumps(scope_fields, option=orjson.OPT_SORT_KEYS))
     return CacheKey(scope=scope, exact=_sha(f"{scope}\n{query}".encode()), query=query)

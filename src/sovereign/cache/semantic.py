@@ -15,9 +15,9 @@ identifiers, capitalised names, built-in types, platforms, languages). Calibrate
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass, field
-
 from typing import Any
 
 import numpy as np
@@ -29,23 +29,48 @@ _NEGATION = re.compile(r"\b(?:not|no|never|without|cannot|none|nothing|neither|n
 # names a pole and the other names the other pole *or none* ("sort" vs "sort descending"); loose
 # groups only when both name a pole and the poles differ ("read the file" vs "get the file" pass).
 _ANTONYMS: list[tuple[str, str, bool]] = [
-    ("ascending|asc|increasing|smallest|lowest|oldest|earliest", "descending|desc|decreasing|largest|biggest|highest|newest|latest|reverse|reversed", True),
+    (
+        "ascending|asc|increasing|smallest|lowest|oldest|earliest",
+        "descending|desc|decreasing|largest|biggest|highest|newest|latest|reverse|reversed",
+        True,
+    ),
     ("min|minimum|minimal", "max|maximum|maximal", True),
     ("first|leading|head|prefix", "last|trailing|tail|suffix", True),
     ("start|beginning", "end|ending|exit", False),
-    ("before", "after", True), ("upper|uppercase", "lower|lowercase", True),
-    ("most|more", "least|less|fewer", True), ("same|identical", "different|differ|distinct", True),
-    ("positive", "negative", True), ("upgrade", "downgrade", True), ("send|sending", "receive|receiving", True),
-    ("add|append|insert|push", "remove|delete|drop|pop", False), ("open", "close", False),
-    ("enable", "disable", True), ("install", "uninstall", True),
-    ("encode|encoding|encoder|serialize|compress|zip|pack", "decode|decoding|decoder|deserialize|decompress|unzip|unpack", True),
+    ("before", "after", True),
+    ("upper|uppercase", "lower|lowercase", True),
+    ("most|more", "least|less|fewer", True),
+    ("same|identical", "different|differ|distinct", True),
+    ("positive", "negative", True),
+    ("upgrade", "downgrade", True),
+    ("send|sending", "receive|receiving", True),
+    ("add|append|insert|push", "remove|delete|drop|pop", False),
+    ("open", "close", False),
+    ("enable", "disable", True),
+    ("install", "uninstall", True),
+    (
+        "encode|encoding|encoder|serialize|compress|zip|pack",
+        "decode|decoding|decoder|deserialize|decompress|unzip|unpack",
+        True,
+    ),
     ("read|reading|input|load|loading", "write|writing|output|save|saving|dump", False),
-    ("local", "global", False), ("public", "private", True), ("static", "dynamic", True),
-    ("sync|synchronous", "async|asynchronous", True), ("client", "server", False), ("mutable", "immutable", True),
-    ("true", "false", True), ("left", "right", True), ("horizontal", "vertical", True), ("shallow", "deep", True),
-    ("fast|faster|fastest|quick|quickly", "slow|slower|slowest|slowly", False), ("binary", "text", False),
-    ("absolute", "relative", True), ("inner", "outer", True), ("import", "export", True),
-    ("with", "without", False), ("blocking", "nonblocking|non-blocking", False),
+    ("local", "global", False),
+    ("public", "private", True),
+    ("static", "dynamic", True),
+    ("sync|synchronous", "async|asynchronous", True),
+    ("client", "server", False),
+    ("mutable", "immutable", True),
+    ("true", "false", True),
+    ("left", "right", True),
+    ("horizontal", "vertical", True),
+    ("shallow", "deep", True),
+    ("fast|faster|fastest|quick|quickly", "slow|slower|slowest|slowly", False),
+    ("binary", "text", False),
+    ("absolute", "relative", True),
+    ("inner", "outer", True),
+    ("import", "export", True),
+    ("with", "without", False),
+    ("blocking", "nonblocking|non-blocking", False),
 ]
 _POLE: dict[str, tuple[int, int]] = {}
 _STRICT: set[int] = set()
@@ -57,30 +82,181 @@ for _group, (_zero, _one, _strict) in enumerate(_ANTONYMS):
             _POLE.setdefault(_word, (_group, _pole))
 
 # Names must match exactly; kinds (built-in types, things) only conflict when substituted.
-_NAMES = {"windows", "linux", "mac", "macos", "unix", "android", "ios", "c", "c++", "java", "perl", "javascript",
-          "rust", "go", "ruby", "lua", "tcl", "tk", "tkinter", "gtk", "pyqt", "json", "xml", "csv", "html", "yaml",
-          "sql", "sqlite", "postgresql", "mysql", "redis", "http", "https", "ftp", "smtp", "tcp", "udp", "utf-8",
-          "ascii", "unicode", "hexadecimal", "octal", "decimal", "stdin", "stdout", "stderr", "django", "flask"}
-_KINDS = {"list", "lists", "tuple", "tuples", "dict", "dicts", "dictionary", "dictionaries", "set", "sets",
-          "frozenset", "string", "strings", "str", "bytes", "bytearray", "int", "integer", "integers", "float",
-          "floats", "complex", "bool", "boolean", "array", "arrays", "deque", "generator", "generators", "iterator",
-          "lambda", "lambdas", "thread", "threads", "process", "processes", "file", "files", "directory",
-          "directories", "socket", "sockets", "class", "classes", "module", "modules", "package", "packages",
-          "function", "functions", "method", "methods", "object", "objects", "operator", "operators",
-          "instance", "instances", "subclass", "subclasses", "number", "numbers", "decimal", "expression",
-          "expressions", "statement", "statements", "variable", "variables"}
-_CANON = {"lists": "list", "tuples": "tuple", "dicts": "dict", "dictionary": "dict", "dictionaries": "dict",
-          "sets": "set", "strings": "string", "str": "string", "integer": "int", "integers": "int", "floats": "float",
-          "boolean": "bool", "arrays": "array", "generators": "generator", "lambdas": "lambda", "macos": "mac",
-          "threads": "thread", "processes": "process", "files": "file", "directories": "directory",
-          "sockets": "socket", "classes": "class", "modules": "module", "packages": "package",
-          "functions": "function", "methods": "method", "objects": "object", "operators": "operator",
-          "instances": "instance", "subclasses": "subclass", "numbers": "number", "expressions": "expression",
-          "statements": "statement", "variables": "variable"}
-_NUMBER_WORDS = {w: str(i) for i, w in enumerate(
-    "zero one two three four five six seven eight nine ten eleven twelve".split())}
-_NUMBER_WORDS.update({"single": "1", "second": "2", "third": "3", "fourth": "4", "fifth": "5",
-                      "multi": "n", "multiple": "n", "multidimensional": "n"})
+_NAMES = {
+    "windows",
+    "linux",
+    "mac",
+    "macos",
+    "unix",
+    "android",
+    "ios",
+    "c",
+    "c++",
+    "java",
+    "perl",
+    "javascript",
+    "rust",
+    "go",
+    "ruby",
+    "lua",
+    "tcl",
+    "tk",
+    "tkinter",
+    "gtk",
+    "pyqt",
+    "json",
+    "xml",
+    "csv",
+    "html",
+    "yaml",
+    "sql",
+    "sqlite",
+    "postgresql",
+    "mysql",
+    "redis",
+    "http",
+    "https",
+    "ftp",
+    "smtp",
+    "tcp",
+    "udp",
+    "utf-8",
+    "ascii",
+    "unicode",
+    "hexadecimal",
+    "octal",
+    "decimal",
+    "stdin",
+    "stdout",
+    "stderr",
+    "django",
+    "flask",
+}
+_KINDS = {
+    "list",
+    "lists",
+    "tuple",
+    "tuples",
+    "dict",
+    "dicts",
+    "dictionary",
+    "dictionaries",
+    "set",
+    "sets",
+    "frozenset",
+    "string",
+    "strings",
+    "str",
+    "bytes",
+    "bytearray",
+    "int",
+    "integer",
+    "integers",
+    "float",
+    "floats",
+    "complex",
+    "bool",
+    "boolean",
+    "array",
+    "arrays",
+    "deque",
+    "generator",
+    "generators",
+    "iterator",
+    "lambda",
+    "lambdas",
+    "thread",
+    "threads",
+    "process",
+    "processes",
+    "file",
+    "files",
+    "directory",
+    "directories",
+    "socket",
+    "sockets",
+    "class",
+    "classes",
+    "module",
+    "modules",
+    "package",
+    "packages",
+    "function",
+    "functions",
+    "method",
+    "methods",
+    "object",
+    "objects",
+    "operator",
+    "operators",
+    "instance",
+    "instances",
+    "subclass",
+    "subclasses",
+    "number",
+    "numbers",
+    "decimal",
+    "expression",
+    "expressions",
+    "statement",
+    "statements",
+    "variable",
+    "variables",
+}
+_CANON = {
+    "lists": "list",
+    "tuples": "tuple",
+    "dicts": "dict",
+    "dictionary": "dict",
+    "dictionaries": "dict",
+    "sets": "set",
+    "strings": "string",
+    "str": "string",
+    "integer": "int",
+    "integers": "int",
+    "floats": "float",
+    "boolean": "bool",
+    "arrays": "array",
+    "generators": "generator",
+    "lambdas": "lambda",
+    "macos": "mac",
+    "threads": "thread",
+    "processes": "process",
+    "files": "file",
+    "directories": "directory",
+    "sockets": "socket",
+    "classes": "class",
+    "modules": "module",
+    "packages": "package",
+    "functions": "function",
+    "methods": "method",
+    "objects": "object",
+    "operators": "operator",
+    "instances": "instance",
+    "subclasses": "subclass",
+    "numbers": "number",
+    "expressions": "expression",
+    "statements": "statement",
+    "variables": "variable",
+}
+_NUMBER_WORDS = {
+    w: str(i)
+    for i, w in enumerate(
+        ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten", "eleven", "twelve"]
+    )
+}
+_NUMBER_WORDS.update(
+    {
+        "single": "1",
+        "second": "2",
+        "third": "3",
+        "fourth": "4",
+        "fifth": "5",
+        "multi": "n",
+        "multiple": "n",
+        "multidimensional": "n",
+    }
+)
 _TOKEN = re.compile(r"[A-Za-z_][\w+\-]*(?:\.[\w]+)*(?:\(\))?|\d+(?:\.\d+)*")
 _IGNORED_NAMES = {"i", "python", "cpython", "is", "how", "what", "why", "can", "does", "do", "when", "where"}
 _DIRECTIONS = {"from": "from", "to": "to", "into": "to", "in": "in"}
@@ -104,8 +280,12 @@ def _is_name(raw: str, word: str, position: int) -> bool:
         return True
     if word in _IGNORED_NAMES or word in _KINDS:
         return False
-    return (any(c in raw for c in "._()") or any(c.isdigit() for c in raw)
-            or (position > 0 and raw[0].isupper()) or any(c.isupper() for c in raw[1:]))
+    return (
+        any(c in raw for c in "._()")
+        or any(c.isdigit() for c in raw)
+        or (position > 0 and raw[0].isupper())
+        or any(c.isupper() for c in raw[1:])
+    )
 
 
 def features(text: str) -> Features:
@@ -126,11 +306,17 @@ def features(text: str) -> Features:
         elif word in _KINDS:
             kinds.add(_CANON.get(word, word))
         if word in _DIRECTIONS:
-            following = [w for _, w in tokens[i + 1:i + 4] if w not in _SKIP]
+            following = [w for _, w in tokens[i + 1 : i + 4] if w not in _SKIP]
             if following:
                 directions.add((_DIRECTIONS[word], _CANON.get(following[0], following[0])))
-    return Features(bool(_NEGATION.search(text.lower())), frozenset(poles), frozenset(numbers), frozenset(names),
-                    frozenset(kinds), frozenset(directions))
+    return Features(
+        bool(_NEGATION.search(text.lower())),
+        frozenset(poles),
+        frozenset(numbers),
+        frozenset(names),
+        frozenset(kinds),
+        frozenset(directions),
+    )
 
 
 def _pole_conflict(a: frozenset[tuple[int, int]], b: frozenset[tuple[int, int]]) -> bool:
@@ -163,10 +349,8 @@ def _new_index(dimensions: int) -> Any:
     """A usearch inner-product index, imported lazily and *after* onnxruntime: importing usearch
     (its numkong extension) first makes a later ``import onnxruntime`` crash the process (observed
     with usearch 2.26 / onnxruntime here), and the gateway always loads the embedder."""
-    try:
+    with contextlib.suppress(ImportError):  # onnxruntime is a core dependency
         import onnxruntime  # noqa: F401
-    except ImportError:  # pragma: no cover - onnxruntime is a core dependency
-        pass
     from usearch.index import Index
 
     return Index(ndim=dimensions, metric="ip", dtype="f32")
@@ -231,9 +415,7 @@ class VectorIndex:
         if bucket is None:
             return []
         size = len(bucket.ids)
-        matches = bucket.index.search(
-            np.asarray(vector, dtype=np.float32), min(k, size), exact=size < EXACT_BELOW
-        )
+        matches = bucket.index.search(np.asarray(vector, dtype=np.float32), min(k, size), exact=size < EXACT_BELOW)
         out = []
         for ident, distance in zip(matches.keys.tolist(), matches.distances.tolist(), strict=True):
             key = bucket.keys.get(int(ident))

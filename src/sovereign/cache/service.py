@@ -115,7 +115,8 @@ class ResponseCache:
     async def lookup(self, key: CacheKey, *, semantic: bool = True) -> Lookup:
         """Exact, then semantic lookup of ``key``; never raises."""
         began = time.perf_counter()
-        with span("cache.lookup", **{"cache.backend": self.backend.name}) as current:
+        attributes: dict[str, Any] = {"cache.backend": self.backend.name}
+        with span("cache.lookup", **attributes) as current:
             result = await self._lookup(key, semantic)
             current.set_attribute("cache.status", result.status)
         metrics.CACHE_LOOKUP_DURATION.labels(backend=self.backend.name).observe(time.perf_counter() - began)
@@ -142,8 +143,14 @@ class ResponseCache:
         return Lookup("miss", vector=vector)
 
     async def store(
-        self, key: CacheKey, *, pieces: list[str], finish_reason: str, usage: Usage,
-        metadata: dict[str, Any] | None, vector: np.ndarray | None = None,
+        self,
+        key: CacheKey,
+        *,
+        pieces: list[str],
+        finish_reason: str,
+        usage: Usage,
+        metadata: dict[str, Any] | None,
+        vector: np.ndarray | None = None,
     ) -> bool:
         """Store a complete generation; returns whether it was stored (errors: counted, False)."""
         if finish_reason not in CACHEABLE_FINISH or not "".join(pieces).strip():
@@ -153,11 +160,20 @@ class ResponseCache:
         kept = {k: v for k, v in (metadata or {}).items() if k != "cache"}
         now = time.time()
         entry = CacheEntry(
-            key=key.exact, scope=key.scope, query=key.query, pieces=list(pieces), finish_reason=finish_reason,
-            usage=Usage(usage.prompt_tokens, usage.completion_tokens), metadata=kept,
-            doc_ids=doc_ids_from_metadata(kept), vector=vector, created=now, expires=now + self.settings.ttl_s,
+            key=key.exact,
+            scope=key.scope,
+            query=key.query,
+            pieces=list(pieces),
+            finish_reason=finish_reason,
+            usage=Usage(usage.prompt_tokens, usage.completion_tokens),
+            metadata=kept,
+            doc_ids=doc_ids_from_metadata(kept),
+            vector=vector,
+            created=now,
+            expires=now + self.settings.ttl_s,
         )
-        with span("cache.store", **{"cache.backend": self.backend.name}):
+        attributes: dict[str, Any] = {"cache.backend": self.backend.name}
+        with span("cache.store", **attributes):
             ok, _ = await self._attempt(self.backend.put(entry), "store", timeout_s=self.timeout_s * 4)
         return ok
 
@@ -212,6 +228,9 @@ class ResponseCache:
 
     async def stats(self) -> dict[str, Any]:
         out = await self.backend.stats()
-        out.update(similarity_threshold=self.settings.similarity_threshold, ttl_s=self.settings.ttl_s,
-                   timeout_ms=self.settings.timeout_ms)
+        out.update(
+            similarity_threshold=self.settings.similarity_threshold,
+            ttl_s=self.settings.ttl_s,
+            timeout_ms=self.settings.timeout_ms,
+        )
         return out

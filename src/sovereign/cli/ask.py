@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -31,7 +31,7 @@ async def _run(question: str, collection: str | None, top_k: int | None, max_tok
             await engine.start()
         request = GenerationRequest(model=rag.name, messages=(ChatMessage("user", question),),
                                     sampling=SamplingParams(max_tokens=max_tokens, temperature=0.0, seed=0))
-        metadata: dict[str, object] = {}
+        metadata: dict[str, Any] = {}
         async for chunk in rag.stream(request):
             console.print(chunk.text, end="", markup=False, highlight=False, soft_wrap=True)
             if chunk.finish_reason is not None:
@@ -41,7 +41,7 @@ async def _run(question: str, collection: str | None, top_k: int | None, max_tok
         await engine.close()
         await service.close()
     console.print("\n[bold]Sources[/]")
-    for n, source in enumerate(metadata.get("sources", []), 1):  # type: ignore[arg-type]
+    for n, source in enumerate(metadata.get("sources", []), 1):
         heading = f" — {source['heading']}" if source["heading"] and source["heading"] != source["title"] else ""
         console.print(f"[{n}] {source['title']}{heading}  {source['path']}  ({source['chunk_id']}, "
                       f"score {source['score']:.4f})", markup=False, highlight=False)

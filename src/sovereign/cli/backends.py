@@ -38,8 +38,9 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[s
     try:
         response = client.request(method, path, **kwargs)
     except httpx.HTTPError as exc:
-        raise EngineUnavailableError(f"No gateway answers at {client.base_url} ({type(exc).__name__}); "
-                                     "start `sovereign serve` or pass --url.") from exc
+        raise EngineUnavailableError(
+            f"No gateway answers at {client.base_url} ({type(exc).__name__}); start `sovereign serve` or pass --url."
+        ) from exc
     body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
     if response.status_code == 404:
         raise NotFoundError(body.get("error", {}).get("message", f"{path} not found"))
@@ -57,11 +58,17 @@ async def _probe_locally(settings: Settings, name: str | None) -> dict[str, Any]
     if name is not None and not chosen:
         raise NotFoundError(f"No remote deployment named {name!r} in the configuration.")
     async with httpx.AsyncClient() as client:
-        deployments = build_deployments(settings.model_copy(update={"backends": settings.backends.model_copy(
-            update={"deployments": chosen})}), ModelRegistry(), client)
+        deployments = build_deployments(
+            settings.model_copy(update={"backends": settings.backends.model_copy(update={"deployments": chosen})}),
+            ModelRegistry(),
+            client,
+        )
         await asyncio.gather(*(d.probe() for d in deployments.values()))
-    return {"default_route": settings.backends.default_route or settings.engine.model_name, "gateway": False,
-            "deployments": [{**d.status(), "breaker": "unknown"} for d in deployments.values()]}
+    return {
+        "default_route": settings.backends.default_route or settings.engine.model_name,
+        "gateway": False,
+        "deployments": [{**d.status(), "breaker": "unknown"} for d in deployments.values()],
+    }
 
 
 def _show(status: dict[str, Any]) -> None:
@@ -70,8 +77,16 @@ def _show(status: dict[str, Any]) -> None:
         table.add_column(column)
     for d in status.get("deployments", []):
         up = {True: "[green]up[/]", False: "[red]down[/]", None: "?"}[d["up"]]
-        table.add_row(d["name"], d["engine"], up, str(d["latency_ms"] or "-"), d["breaker"], str(d["context_window"]),
-                      str(d["weight"]), d["last_error"] or "")
+        table.add_row(
+            d["name"],
+            d["engine"],
+            up,
+            str(d["latency_ms"] or "-"),
+            d["breaker"],
+            str(d["context_window"]),
+            str(d["weight"]),
+            d["last_error"] or "",
+        )
     Console().print(table)
 
 
@@ -89,8 +104,12 @@ def list_backends(config: ConfigOption = None, url: UrlOption = None, admin_key:
 
 
 @backends_app.command("ping")
-def ping(name: Annotated[str | None, typer.Argument(help="Deployment to probe (default: all).")] = None,
-         config: ConfigOption = None, url: UrlOption = None, admin_key: KeyOption = None) -> None:
+def ping(
+    name: Annotated[str | None, typer.Argument(help="Deployment to probe (default: all).")] = None,
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    admin_key: KeyOption = None,
+) -> None:
     """Probe deployments now and show health and latency."""
     settings = settings_from(config)
     with _client(settings, url, admin_key) as client:
@@ -104,8 +123,12 @@ def ping(name: Annotated[str | None, typer.Argument(help="Deployment to probe (d
 
 
 @backends_app.command("use")
-def use(name: Annotated[str, typer.Argument(help="Model or deployment name for the default route.")],
-        config: ConfigOption = None, url: UrlOption = None, admin_key: KeyOption = None) -> None:
+def use(
+    name: Annotated[str, typer.Argument(help="Model or deployment name for the default route.")],
+    config: ConfigOption = None,
+    url: UrlOption = None,
+    admin_key: KeyOption = None,
+) -> None:
     """Switch the running gateway's default route to NAME (no restart; next request uses it)."""
     settings = settings_from(config)
     with _client(settings, url, admin_key) as client:

@@ -59,22 +59,25 @@ class PostgresConversationStore:
         conv = Conversation(uuid.uuid4().hex, model, time.time())
 
         async def insert(c: psycopg.AsyncConnection[Any]) -> None:
-            await c.execute("INSERT INTO sovereign_conversations VALUES (%s, %s, %s)",
-                            (conv.id, conv.model, conv.created_at))
+            await c.execute(
+                "INSERT INTO sovereign_conversations VALUES (%s, %s, %s)", (conv.id, conv.model, conv.created_at)
+            )
 
         await self._run(insert)
         return conv
 
     async def get(self, conversation_id: str) -> Conversation:
         async def select(c: psycopg.AsyncConnection[Any]) -> Any:
-            cur = await c.execute("SELECT id, model, created_at FROM sovereign_conversations WHERE id = %s",
-                                  (conversation_id,))
+            cur = await c.execute(
+                "SELECT id, model, created_at FROM sovereign_conversations WHERE id = %s", (conversation_id,)
+            )
             return await cur.fetchone()
 
         row = await self._run(select)
         if row is None:
-            raise NotFoundError(f"Conversation {conversation_id!r} does not exist; create one first.",
-                                param="conversation_id")
+            raise NotFoundError(
+                f"Conversation {conversation_id!r} does not exist; create one first.", param="conversation_id"
+            )
         return Conversation(*row)
 
     async def append(
@@ -89,7 +92,8 @@ class PostgresConversationStore:
                 cur = await c.execute(
                     "INSERT INTO sovereign_conversation_messages SELECT %s, COALESCE(MAX(seq) + 1, 0), %s, %s, %s, %s "
                     "FROM sovereign_conversation_messages WHERE conversation_id = %s RETURNING seq",
-                    (conversation_id, role, content, deployment, now, conversation_id))
+                    (conversation_id, role, content, deployment, now, conversation_id),
+                )
                 (seq,) = await cur.fetchone()  # type: ignore[misc]
                 return int(seq)
 
@@ -101,7 +105,9 @@ class PostgresConversationStore:
         async def select(c: psycopg.AsyncConnection[Any]) -> list[Any]:
             cur = await c.execute(
                 "SELECT seq, role, content, deployment, created_at FROM sovereign_conversation_messages "
-                "WHERE conversation_id = %s ORDER BY seq", (conversation_id,))
+                "WHERE conversation_id = %s ORDER BY seq",
+                (conversation_id,),
+            )
             return await cur.fetchall()
 
         return [StoredMessage(*row) for row in await self._run(select)]

@@ -65,16 +65,21 @@ class SqliteConversationStore:
 
     async def create(self, model: str) -> Conversation:
         conv = Conversation(uuid.uuid4().hex, model, time.time())
-        await self._run(lambda c: c.execute("INSERT INTO conversations VALUES (?, ?, ?)",
-                                            (conv.id, conv.model, conv.created_at)))
+        await self._run(
+            lambda c: c.execute("INSERT INTO conversations VALUES (?, ?, ?)", (conv.id, conv.model, conv.created_at))
+        )
         return conv
 
     async def get(self, conversation_id: str) -> Conversation:
-        row = await self._run(lambda c: c.execute(
-            "SELECT id, model, created_at FROM conversations WHERE id = ?", (conversation_id,)).fetchone())
+        row = await self._run(
+            lambda c: c.execute(
+                "SELECT id, model, created_at FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        )
         if row is None:
-            raise NotFoundError(f"Conversation {conversation_id!r} does not exist; create one first.",
-                                param="conversation_id")
+            raise NotFoundError(
+                f"Conversation {conversation_id!r} does not exist; create one first.", param="conversation_id"
+            )
         return Conversation(*row)
 
     async def append(
@@ -86,10 +91,14 @@ class SqliteConversationStore:
         def insert(c: sqlite3.Connection) -> int:
             c.execute("BEGIN IMMEDIATE")
             try:
-                (seq,) = c.execute("SELECT COALESCE(MAX(seq) + 1, 0) FROM conversation_messages "
-                                   "WHERE conversation_id = ?", (conversation_id,)).fetchone()
-                c.execute("INSERT INTO conversation_messages VALUES (?, ?, ?, ?, ?, ?)",
-                          (conversation_id, seq, role, content, deployment, now))
+                (seq,) = c.execute(
+                    "SELECT COALESCE(MAX(seq) + 1, 0) FROM conversation_messages WHERE conversation_id = ?",
+                    (conversation_id,),
+                ).fetchone()
+                c.execute(
+                    "INSERT INTO conversation_messages VALUES (?, ?, ?, ?, ?, ?)",
+                    (conversation_id, seq, role, content, deployment, now),
+                )
             except BaseException:
                 c.execute("ROLLBACK")
                 raise
@@ -100,9 +109,13 @@ class SqliteConversationStore:
 
     async def messages(self, conversation_id: str) -> list[StoredMessage]:
         await self.get(conversation_id)
-        rows: list[Any] = await self._run(lambda c: c.execute(
-            "SELECT seq, role, content, deployment, created_at FROM conversation_messages "
-            "WHERE conversation_id = ? ORDER BY seq", (conversation_id,)).fetchall())
+        rows: list[Any] = await self._run(
+            lambda c: c.execute(
+                "SELECT seq, role, content, deployment, created_at FROM conversation_messages "
+                "WHERE conversation_id = ? ORDER BY seq",
+                (conversation_id,),
+            ).fetchall()
+        )
         return [StoredMessage(*row) for row in rows]
 
     async def close(self) -> None:

@@ -133,7 +133,7 @@ def _load_html(text: str, name: str) -> LoadedDocument:
     if root is None:
         return LoadedDocument(title=title or name, sections=[], metadata={"format": "html"})
     sections: list[Section] = []
-    heading, parts = "", []
+    heading, parts = "", list[str]()
     for node in root.traverse(include_text=False):
         tag = node.tag
         if tag in _HEADING_TAGS:
@@ -187,7 +187,7 @@ def _rst_heading(lines: list[str], i: int) -> tuple[str, int] | None:
 def _load_lines(text: str, name: str, detect: Any, fmt: str) -> LoadedDocument:
     lines = text.splitlines()
     sections: list[Section] = []
-    heading, parts, title = "", [], ""
+    heading, parts, title = "", list[str](), ""
     i = 0
     in_fence = False
     while i < len(lines):

@@ -60,18 +60,32 @@ class RagService:
         self.retriever = HybridRetriever(store, embedder, rrf_k=settings.rag.rrf_k,
                                          candidates=settings.rag.candidates)
         self.on_change: list[ChangeCallback] = []
+        self._owns_embedder = False
 
     @classmethod
     async def open(cls, settings: Settings, *, embedder: EmbeddingBackend | None = None,
                    store: VectorStore | None = None) -> RagService:
         """Build and open the configured store (``rag.store``). Raises StorageError / ConfigError."""
+        owned = embedder is None
         embedder = embedder or build_embedder(settings)
         store = store or build_store(settings, dimensions=embedder.dimensions)
         await store.open()
-        return cls(settings, store, embedder)
+        service = cls(settings, store, embedder)
+        service._owns_embedder = owned
+        return service
 
     async def close(self) -> None:
-        await self.store.close()
+        """Close the store, and the embedder's client / thread when this service built it."""
+        try:
+            await self.store.close()
+        finally:
+            if self._owns_embedder:
+                client = getattr(self.embedder, "_client", None)
+                if client is not None:
+                    await client.aclose()
+                executor = getattr(self.embedder, "_executor", None)
+                if executor is not None:
+                    executor.shutdown(wait=True)
 
     @property
     def default_collection(self) -> str:

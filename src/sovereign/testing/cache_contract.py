@@ -31,14 +31,30 @@ def unit(seed: int, dimensions: int = 384) -> np.ndarray:
     return v / np.linalg.norm(v)
 
 
-def make_entry(key: str, scope: str = "s1", *, seed: int = 0, ttl: float = 60.0, docs: list[str] | None = None,
-               vector: np.ndarray | None = None) -> CacheEntry:
+def make_entry(
+    key: str,
+    scope: str = "s1",
+    *,
+    seed: int = 0,
+    ttl: float = 60.0,
+    docs: list[str] | None = None,
+    vector: np.ndarray | None = None,
+) -> CacheEntry:
     """An entry whose answer is ``answer-<key>``."""
     now = time.time()
-    return CacheEntry(key=key, scope=scope, query=f"question {key}", pieces=["answer", f"-{key}"],
-                      finish_reason="stop", usage=Usage(7, 2), metadata={"sources": [{"doc_id": d} for d in docs or []]},
-                      doc_ids=list(docs or []), vector=unit(seed) if vector is None else vector, created=now,
-                      expires=now + ttl)
+    return CacheEntry(
+        key=key,
+        scope=scope,
+        query=f"question {key}",
+        pieces=["answer", f"-{key}"],
+        finish_reason="stop",
+        usage=Usage(7, 2),
+        metadata={"sources": [{"doc_id": d} for d in docs or []]},
+        doc_ids=list(docs or []),
+        vector=unit(seed) if vector is None else vector,
+        created=now,
+        expires=now + ttl,
+    )
 
 
 class CacheBackendContract:
@@ -91,8 +107,9 @@ class CacheBackendContract:
         assert await backend.count() == self.MAX
         assert await backend.get("k1") is None
         assert await backend.get("k0") is not None
-        assert await backend.nearest("s1", unit(1)) == [] or all(e.key != "k1" for e, _ in
-                                                                  await backend.nearest("s1", unit(1)))
+        assert await backend.nearest("s1", unit(1)) == [] or all(
+            e.key != "k1" for e, _ in await backend.nearest("s1", unit(1))
+        )
 
     async def test_delete_documents_evicts_dependent_answers(self, backend: Any) -> None:
         await backend.put(make_entry("x", seed=1, docs=["doc-a", "doc-b"]))

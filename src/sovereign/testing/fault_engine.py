@@ -80,22 +80,29 @@ class FaultEngine:
         mode = self._take_mode()
         self.by_mode[mode] = self.by_mode.get(mode, 0) + 1
         if mode == "status":
-            await _json(send, self.status, {"error": {"message": f"injected {self.status}", "type": "fault",
-                                                      "code": self.status}})
+            await _json(
+                send,
+                self.status,
+                {"error": {"message": f"injected {self.status}", "type": "fault", "code": self.status}},
+            )
             return
         if mode == "hang":
             await asyncio.sleep(3600)
         words = REPLY.split()[: int(payload.get("max_tokens") or 64)]
-        usage = {"prompt_tokens": len(json.dumps(payload.get("messages") or payload.get("prompt"))) // 4,
-                 "completion_tokens": len(words)}
+        usage = {
+            "prompt_tokens": len(json.dumps(payload.get("messages") or payload.get("prompt"))) // 4,
+            "completion_tokens": len(words),
+        }
         if not payload.get("stream"):
             text = " ".join(words)
-            choice = {"index": 0, "finish_reason": "stop",
-                      **({"message": {"role": "assistant", "content": text}} if chat else {"text": text})}
+            choice = {
+                "index": 0,
+                "finish_reason": "stop",
+                **({"message": {"role": "assistant", "content": text}} if chat else {"text": text}),
+            }
             await _json(send, 200, {"object": "chat.completion", "choices": [choice], "usage": usage})
             return
-        await send({"type": "http.response.start", "status": 200,
-                    "headers": [(b"content-type", b"text/event-stream")]})
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         if mode == "hang_after_headers":
             await asyncio.sleep(3600)
         for i, word in enumerate(words):
@@ -113,14 +120,20 @@ class FaultEngine:
 
 async def _json(send: Any, status: int, payload: dict[str, Any]) -> None:
     body = json.dumps(payload).encode()
-    await send({"type": "http.response.start", "status": status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
 
 
 async def _event(send: Any, payload: dict[str, Any]) -> None:
-    await send({"type": "http.response.body", "body": b"data: " + json.dumps(payload).encode() + b"\n\n",
-                "more_body": True})
+    await send(
+        {"type": "http.response.body", "body": b"data: " + json.dumps(payload).encode() + b"\n\n", "more_body": True}
+    )
 
 
 app = FaultEngine()

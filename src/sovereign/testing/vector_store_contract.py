@@ -16,6 +16,7 @@ Tests are async (the module using this class sets ``pytestmark = pytest.mark.any
 from __future__ import annotations
 
 import hashlib
+
 import numpy as np
 import pytest
 

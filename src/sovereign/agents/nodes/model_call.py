@@ -4,10 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from sovereign.backends.base import ChatBackend
 from sovereign.observability.tracing import span
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams, Usage
+
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Span attributes with dotted names (typed for ``span(**...)``)."""
+    return values
 
 
 @dataclass(slots=True)
@@ -38,7 +44,7 @@ async def call_model(
     parts: list[str] = []
     usage = Usage()
     finish = "stop"
-    with span("agent.model.call", **{"gen_ai.request.model": model.name, "agent.purpose": purpose}) as current:
+    with span("agent.model.call", **_attrs({"gen_ai.request.model": model.name, "agent.purpose": purpose})) as current:
         stream = model.stream(request)
         try:
             async for chunk in stream:

@@ -12,7 +12,7 @@ import re
 from collections.abc import Sequence
 from typing import Any
 
-from sovereign.agents.state import AgentState, RunContext, past_turns, Turn
+from sovereign.agents.state import AgentState, RunContext, Turn, past_turns
 
 _SENTENCE_QUESTIONS = re.compile(r"(?<=\?)\s+|;\s*")
 _AND_CLAUSE = re.compile(
@@ -56,7 +56,7 @@ def split_question(question: str) -> list[str]:
 def plan(question: str, history: Sequence[Turn], max_subqueries: int) -> list[str]:
     """At most ``max_subqueries`` distinct sub-queries, the whole (contextualized) question first."""
     full = contextualize(question, history)
-    queries = [full] + split_question(question)
+    queries = [full, *split_question(question)]
     seen: set[str] = set()
     out: list[str] = []
     for query in queries:

@@ -22,13 +22,18 @@ from sovereign.errors import EngineUnavailableError
 from sovereign.observability.tracing import span
 from sovereign.rag.models import Retriever, SearchHit
 
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Span attributes with dotted names (typed for ``span(**...)``)."""
+    return values
+
 log = logging.getLogger("sovereign.agents")
 RRF_K = 60
 PART_WEIGHT = 0.5
 
 
 async def _search(retriever: Retriever, query: str, index: int, top_k: int, collection: str | None) -> list[SearchHit]:
-    with span("agent.retriever.search", **{"agent.subquery": index, "agent.top_k": top_k}) as current:
+    with span("agent.retriever.search", **_attrs({"agent.subquery": index, "agent.top_k": top_k})) as current:
         hits = list(await retriever.search(query, top_k=top_k, collection=collection))
         current.set_attribute("agent.hits", len(hits))
     return hits
@@ -51,7 +56,7 @@ async def rerank(question: str, hits: list[SearchHit], embedder: EmbeddingBacken
     """Reorder ``hits`` by cosine(question, chunk text) under ``embedder`` (one embed call)."""
     if len(hits) < 2:
         return hits
-    with span("agent.embed", **{"agent.purpose": "rerank", "agent.texts": len(hits) + 1}):
+    with span("agent.embed", **_attrs({"agent.purpose": "rerank", "agent.texts": len(hits) + 1})):
         vectors, _ = await embedder.embed([question] + [h.text for h in hits])
     sims = vectors[1:] @ vectors[0]
     return [hits[i] for i in np.argsort(-sims, kind="stable")]

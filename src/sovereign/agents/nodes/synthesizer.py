@@ -13,7 +13,7 @@ from dataclasses import replace
 from typing import Any
 
 from sovereign.agents.nodes.model_call import ModelReply, call_model
-from sovereign.agents.state import AgentState, RunContext, past_turns, Turn
+from sovereign.agents.state import AgentState, RunContext, Turn, past_turns
 from sovereign.backends.base import ChatBackend
 from sovereign.types import ChatMessage, SamplingParams
 

@@ -23,6 +23,12 @@ from sovereign.agents.state import AgentState, RunContext
 from sovereign.backends.base import EmbeddingBackend
 from sovereign.observability.tracing import span
 
+
+def _attrs(values: dict[str, Any]) -> dict[str, Any]:
+    """Span attributes with dotted names (typed for ``span(**...)``)."""
+    return values
+
+
 CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=\d\])\s+(?=[A-Z])|\n+")
 MIN_WORDS = 4
@@ -75,7 +81,7 @@ async def validate(
     tokens = 0
     if checked and sources:
         texts = [CITATION.sub("", s).strip() for s in checked] + [s["text"] for s in sources]
-        with span("agent.embed", **{"agent.purpose": "validate", "agent.texts": len(texts)}):
+        with span("agent.embed", **_attrs({"agent.purpose": "validate", "agent.texts": len(texts)})):
             vectors, tokens = await embedder.embed(texts)
         sims = vectors[: len(checked)] @ vectors[len(checked) :].T  # [sentences, sources] cosine
         for row, sentence in enumerate(checked):
@@ -101,7 +107,8 @@ async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     if ctx.deps.embedder is None:
         return {"verdict": {"status": "skipped", "reason": "no embedding model"}}
     sources = state.get("sources", [])
-    verdict, _ = await validate(state.get("answer", ""), sources, ctx.deps.embedder, ctx.deps.settings.support_threshold)
+    threshold = ctx.deps.settings.support_threshold
+    verdict, _ = await validate(state.get("answer", ""), sources, ctx.deps.embedder, threshold)
     verdict["rounds"] = state.get("attempts", 1)
     update: dict[str, Any] = {"verdict": verdict}
     if verdict["status"] == "failed":

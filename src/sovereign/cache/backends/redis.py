@@ -55,7 +55,9 @@ local function drop(p, maxlen, k)
   return existed
 end
 """
-_PUT = _DROP + """
+_PUT = (
+    _DROP
+    + """
 local p, now, maxn, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local key, scope, payload, vec, exp, docs = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
 local ek = p .. 'e:' .. key
@@ -83,7 +85,10 @@ if n > maxn then
 end
 return {ttl, lru, redis.call('ZCARD', p .. 'lru')}
 """
-_DELETE_DOCS = _DROP + """
+)
+_DELETE_DOCS = (
+    _DROP
+    + """
 local p, maxlen, n = ARGV[1], ARGV[2], 0
 for i = 3, #ARGV do
   local dk = p .. 'd:' .. ARGV[i]
@@ -92,7 +97,10 @@ for i = 3, #ARGV do
 end
 return n
 """
-_CLEAR = _DROP + """
+)
+_CLEAR = (
+    _DROP
+    + """
 local p, maxlen, n = ARGV[1], ARGV[2], 0
 for _, k in ipairs(redis.call('ZRANGE', p .. 'lru', 0, -1)) do n = n + redis.call('DEL', p .. 'e:' .. k) end
 redis.call('DEL', p .. 'lru', p .. 'exp')
@@ -100,6 +108,7 @@ local seq = redis.call('INCR', p .. 'seq')
 redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, '*', 'seq', seq, 'op', 'clear')
 return n
 """
+)
 
 
 class RedisCacheBackend:
@@ -116,8 +125,14 @@ class RedisCacheBackend:
     name = "redis"
 
     def __init__(
-        self, url: str, *, max_entries: int, dimensions: int = 384, timeout_s: float = 0.05,
-        prefix: str = "sov:cache:", stream_len: int = 50_000,
+        self,
+        url: str,
+        *,
+        max_entries: int,
+        dimensions: int = 384,
+        timeout_s: float = 0.05,
+        prefix: str = "sov:cache:",
+        stream_len: int = 50_000,
     ) -> None:
         self.url = url
         self.where = url.split("@")[-1]  # no credentials in messages
@@ -127,8 +142,11 @@ class RedisCacheBackend:
         self.index = VectorIndex(dimensions)
         self._dimensions = dimensions
         self._client = aioredis.Redis.from_url(
-            url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False,
+            url,
+            socket_timeout=timeout_s,
+            socket_connect_timeout=timeout_s,
+            retry=Retry(NoBackoff(), 0),
+            retry_on_timeout=False,
         )
         self._put = self._client.register_script(_PUT)
         self._delete_docs = self._client.register_script(_DELETE_DOCS)
@@ -160,6 +178,7 @@ class RedisCacheBackend:
 
     async def _full_resync(self) -> None:
         """Rebuild the local index from Redis (SCAN), then follow the stream from that point."""
+
         async def load() -> tuple[int, bytes, VectorIndex]:
             async with self._client.pipeline(transaction=True) as pipe:
                 pipe.get(self._k("seq"))
@@ -217,8 +236,12 @@ class RedisCacheBackend:
                 self._seq, self._last_id = seq, event_id
                 op = fields[b"op"]
                 if op == b"add" and fields.get(b"vector"):
-                    self.index.add(fields[b"scope"].decode(), fields[b"key"].decode(),
-                                   np.frombuffer(fields[b"vector"], dtype="<f4"), float(fields[b"expires"]))
+                    self.index.add(
+                        fields[b"scope"].decode(),
+                        fields[b"key"].decode(),
+                        np.frombuffer(fields[b"vector"], dtype="<f4"),
+                        float(fields[b"expires"]),
+                    )
                 elif op == b"add" or op == b"del":
                     self.index.remove(fields[b"key"].decode())
                 elif op == b"clear":
@@ -270,10 +293,22 @@ class RedisCacheBackend:
         """Insert or replace entries (one Lua call each, pipelined in batches of 500)."""
         for start in range(0, len(entries), 500):
             async with self._client.pipeline(transaction=False) as pipe:
-                for e in entries[start:start + 500]:
-                    await self._put(args=[
-                        self.prefix, time.time(), self.max_entries, self.stream_len, e.key, e.scope, e.payload(),
-                        vector_bytes(e.vector) or b"", e.expires, " ".join(e.doc_ids)], client=pipe)
+                for e in entries[start : start + 500]:
+                    await self._put(
+                        args=[
+                            self.prefix,
+                            time.time(),
+                            self.max_entries,
+                            self.stream_len,
+                            e.key,
+                            e.scope,
+                            e.payload(),
+                            vector_bytes(e.vector) or b"",
+                            e.expires,
+                            " ".join(e.doc_ids),
+                        ],
+                        client=pipe,
+                    )
                 results = await self._call(pipe.execute())
             for ttl, lru, total in results:
                 if ttl:
@@ -319,6 +354,14 @@ class RedisCacheBackend:
             pipe.xlen(self._k("log"))
             pipe.info("memory")
             entries, live, log_len, memory = await self._call(pipe.execute())
-        return {"backend": self.name, "url": self.where, "entries": entries, "live": live,
-                "stream_events": log_len, "indexed_vectors": len(self.index), "synced": self._synced,
-                "redis_used_memory_bytes": memory.get("used_memory"), "max_entries": self.max_entries}
+        return {
+            "backend": self.name,
+            "url": self.where,
+            "entries": entries,
+            "live": live,
+            "stream_events": log_len,
+            "indexed_vectors": len(self.index),
+            "synced": self._synced,
+            "redis_used_memory_bytes": memory.get("used_memory"),
+            "max_entries": self.max_entries,
+        }

@@ -77,7 +77,7 @@ class SqliteCacheBackend:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.execute("PRAGMA synchronous=NORMAL")
                 db.executescript(_SCHEMA)
-                db.isolation_level = ""  # back to implicit transactions for `with db:`
+                db.isolation_level = "DEFERRED"  # implicit transactions again, committed by `with db:`
                 self._db = db
                 return db.execute(
                     "SELECT key, scope, vector, expires FROM entries WHERE vector IS NOT NULL AND expires > ?",
@@ -113,7 +113,7 @@ class SqliteCacheBackend:
                 self._delete(db, [key])
             else:
                 db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
-            return row  # type: ignore[no-any-return]
+            return row
 
         row = await self._run(read)
         if row is None:
@@ -166,8 +166,10 @@ class SqliteCacheBackend:
                 [(e.key, e.scope, e.payload(), vector_bytes(e.vector), e.expires, now) for e in entries],
             )
             db.executemany("DELETE FROM provenance WHERE key = ?", [(k,) for k in keys])
-            db.executemany("INSERT OR IGNORE INTO provenance (doc_id, key) VALUES (?, ?)",
-                           [(d, e.key) for e in entries for d in e.doc_ids])
+            db.executemany(
+                "INSERT OR IGNORE INTO provenance (doc_id, key) VALUES (?, ?)",
+                [(d, e.key) for e in entries for d in e.doc_ids],
+            )
             added = len(set(keys)) - existing
             expired: list[str] = []
             if sweep:
@@ -176,8 +178,10 @@ class SqliteCacheBackend:
             total = self._count + added - len(expired)
             lru: list[str] = []
             if total > self.max_entries:
-                lru = [r[0] for r in db.execute(
-                    "SELECT key FROM entries ORDER BY used LIMIT ?", (total - self.max_entries,))]
+                lru = [
+                    r[0]
+                    for r in db.execute("SELECT key FROM entries ORDER BY used LIMIT ?", (total - self.max_entries,))
+                ]
                 self._delete(db, lru)
             return added, expired, lru
 
@@ -197,7 +201,7 @@ class SqliteCacheBackend:
     def _existing(db: sqlite3.Connection, keys: list[str]) -> int:
         found = 0
         for start in range(0, len(keys), 500):
-            part = keys[start:start + 500]
+            part = keys[start : start + 500]
             marks = ",".join("?" * len(part))
             found += db.execute(f"SELECT count(*) FROM entries WHERE key IN ({marks})", part).fetchone()[0]
         return found
@@ -251,11 +255,18 @@ class SqliteCacheBackend:
     async def stats(self) -> dict[str, Any]:
         def read(db: sqlite3.Connection) -> dict[str, Any]:
             entries, live = db.execute(
-                "SELECT count(*), coalesce(sum(expires > ?), 0) FROM entries", (time.time(),)).fetchone()
+                "SELECT count(*), coalesce(sum(expires > ?), 0) FROM entries", (time.time(),)
+            ).fetchone()
             scopes = db.execute("SELECT count(DISTINCT scope) FROM entries").fetchone()[0]
             return {"entries": entries, "live": live, "scopes": scopes}
 
         out = await self._run(read)
         size = sum(p.stat().st_size for p in self.path.parent.glob(self.path.name + "*") if p.is_file())
-        return {"backend": self.name, "path": str(self.path), "bytes": size, "indexed_vectors": len(self.index),
-                "max_entries": self.max_entries, **out}
+        return {
+            "backend": self.name,
+            "path": str(self.path),
+            "bytes": size,
+            "indexed_vectors": len(self.index),
+            "max_entries": self.max_entries,
+            **out,
+        }

@@ -74,8 +74,8 @@ class EmbeddedStore:
     ) -> None:
         self.directory = Path(directory)
         self.dimensions = dimensions
-        self._ann_options = {"connectivity": connectivity, "expansion_add": expansion_add,
-                             "expansion_search": expansion_search}
+        self._ann_options: dict[str, Any] = {"connectivity": connectivity, "expansion_add": expansion_add,
+                                             "expansion_search": expansion_search}
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._indexes: dict[str, Any] = {}

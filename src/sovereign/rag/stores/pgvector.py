@@ -280,15 +280,16 @@ class PgVectorStore:
                     await cur.execute(self._sql("DELETE FROM {s}.chunks WHERE doc_id = %s"), (doc.doc_id,))
                     await cur.execute(self._sql(
                         "INSERT INTO {s}.documents (doc_id, collection, path, title, content_hash, size, metadata) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO UPDATE SET title = EXCLUDED.title, "
-                        "content_hash = EXCLUDED.content_hash, size = EXCLUDED.size, metadata = EXCLUDED.metadata"),
+                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO UPDATE SET "
+                        "title = EXCLUDED.title, content_hash = EXCLUDED.content_hash, size = EXCLUDED.size, "
+                        "metadata = EXCLUDED.metadata"),
                         (doc.doc_id, doc.collection, doc.path, doc.title, doc.content_hash, doc.size,
                          json.dumps(doc.metadata)))
                     if chunks:
                         await cur.executemany(self._sql(
-                            "INSERT INTO {s}.chunks (chunk_id, doc_id, collection, path, title, ordinal, heading, text, "
-                            "content_hash, token_count, embedding) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, "
-                            "%s::vector::{vt})"),
+                            "INSERT INTO {s}.chunks (chunk_id, doc_id, collection, path, title, ordinal, heading, "
+                            "text, content_hash, token_count, embedding) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector::{vt})"),
                             [(c.chunk_id, doc.doc_id, doc.collection, doc.path, doc.title, c.ordinal, c.heading,
                               c.text, c.content_hash, c.token_count, np.asarray(v, dtype=np.float32))
                              for c, v in zip(chunks, vectors, strict=True)])

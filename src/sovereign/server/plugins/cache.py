@@ -51,8 +51,9 @@ async def install(state: AppState) -> Callable[[], Awaitable[None]] | None:
     try:
         embedder = state.registry.embedding(settings.embeddings.model_name)
     except ModelNotFoundError:
-        log.warning("no embedding model %r: the response cache runs its exact layer only",
-                    settings.embeddings.model_name)
+        log.warning(
+            "no embedding model %r: the response cache runs its exact layer only", settings.embeddings.model_name
+        )
         embedder = None
     cache = ResponseCache(build_backend(settings), embedder, settings.cache)
     await cache.start()

@@ -67,8 +67,15 @@ def validate_backends(cfg: BackendsSettings, embedded_model: str) -> dict[str, l
 class RouteControl:
     """The run-time routing switchboard: deployments, routes, and the default route's target."""
 
-    def __init__(self, registry: ModelRegistry, deployments: dict[str, Deployment], routers: dict[str, Router],
-                 default_model: str, default_target: str, policy: RoutingPolicy) -> None:
+    def __init__(
+        self,
+        registry: ModelRegistry,
+        deployments: dict[str, Deployment],
+        routers: dict[str, Router],
+        default_model: str,
+        default_target: str,
+        policy: RoutingPolicy,
+    ) -> None:
         self.registry = registry
         self.deployments = deployments
         self.routers = routers
@@ -91,8 +98,11 @@ class RouteControl:
                 return self.registry.chat(name)
             if name in self._single:
                 return self._single[name]
-        raise NotFoundError(f"No model or deployment named {name!r}. Choose one of: {', '.join(self.targets())}.",
-                            param="route", code="route_not_found")
+        raise NotFoundError(
+            f"No model or deployment named {name!r}. Choose one of: {', '.join(self.targets())}.",
+            param="route",
+            code="route_not_found",
+        )
 
     def use(self, name: str) -> str:
         """Point the default route at ``name`` (effective for the next request); returns the previous target."""
@@ -112,7 +122,8 @@ class RouteControl:
 
     def status(self) -> dict[str, Any]:
         return {
-            "default_model": self.default_model, "default_route": self.current,
+            "default_model": self.default_model,
+            "default_route": self.current,
             "routes": {name: [d.name for d in r.deployments] for name, r in self.routers.items()},
             "deployments": [d.status() for d in self.deployments.values()],
         }
@@ -172,8 +183,9 @@ def build_deployments(settings: Settings, registry: ModelRegistry, client: httpx
             backend = registry.chat(settings.engine.model_name)
             window = d.context_window or settings.engine.n_ctx
         else:
-            backend = engine_factory(d.engine)(settings=d, client=client, connect_timeout_s=cfg.connect_timeout_s,
-                                               total_timeout_s=cfg.total_timeout_s)
+            backend = engine_factory(d.engine)(
+                settings=d, client=client, connect_timeout_s=cfg.connect_timeout_s, total_timeout_s=cfg.total_timeout_s
+            )
             window = d.context_window or backend.capabilities.context_window
         breaker = CircuitBreaker(d.name, cfg.breaker_failures, cfg.breaker_cooldown_s)
         out[d.name] = Deployment(d.name, backend, breaker, window, d.weight, d.engine, d.base_url)

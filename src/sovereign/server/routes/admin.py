@@ -96,8 +96,11 @@ async def get_conversation(request: Request, conversation_id: str) -> dict[str, 
     store = await _control(request).conversations()
     conv = await store.get(conversation_id)
     rows = await store.messages(conversation_id)
-    return {"id": conv.id, "model": conv.model, "messages": [
-        {"seq": m.seq, "role": m.role, "content": m.content, "deployment": m.deployment} for m in rows]}
+    return {
+        "id": conv.id,
+        "model": conv.model,
+        "messages": [{"seq": m.seq, "role": m.role, "content": m.content, "deployment": m.deployment} for m in rows],
+    }
 
 
 @router.post("/v1/conversations/{conversation_id}/messages", dependencies=[Depends(require_api_key)])
@@ -111,7 +114,8 @@ async def add_turn(request: Request, conversation_id: str, body: Turn) -> dict[s
     await store.append(conversation_id, "user", body.content)
     messages = (*history, ChatMessage(role="user", content=body.content))
     domain = GenerationRequest(
-        model=conv.model, messages=messages,
+        model=conv.model,
+        messages=messages,
         sampling=SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed),
     )
     complete = getattr(backend, "complete", None)
@@ -126,7 +130,11 @@ async def add_turn(request: Request, conversation_id: str, body: Turn) -> dict[s
     deployment = route.get("deployment") or backend.name
     stored = await store.append(conversation_id, "assistant", result.text, deployment)
     return {
-        "id": conv.id, "message": {"role": "assistant", "content": result.text, "seq": stored.seq},
-        "deployment": deployment, "history_messages": len(messages), "route": route,
-        "finish_reason": result.finish_reason, "usage": result.usage.to_dict(),
+        "id": conv.id,
+        "message": {"role": "assistant", "content": result.text, "seq": stored.seq},
+        "deployment": deployment,
+        "history_messages": len(messages),
+        "route": route,
+        "finish_reason": result.finish_reason,
+        "usage": result.usage.to_dict(),
     }

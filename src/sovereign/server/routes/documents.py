@@ -53,7 +53,7 @@ def _service(request: Request) -> RagService:
     service = get_state(request).services.get("rag")
     if service is None:
         raise EngineUnavailableError("Document memory is not available on this server.")
-    return service  # type: ignore[no-any-return]
+    return service
 
 
 def _allowed(path: str, roots: list[Path]) -> Path:

@@ -1,0 +1,217 @@
+"""Pure logic of routing: openai_compat translation (httpx.MockTransport), retries, fallback, complete()
+restart, breaker states, sticky weighted split, context fitting and config validation."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+
+from sovereign.backends.base import collect
+from sovereign.backends.breaker import BreakerState, CircuitBreaker
+from sovereign.backends.context_fit import fit_request, select_messages
+from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status
+from sovereign.backends.router import Deployment, Router, RoutingPolicy, StreamInterruptedError
+from sovereign.config import BackendsSettings, DeploymentSettings
+from sovereign.errors import (
+    ConfigError,
+    ContextLengthExceededError,
+    EngineOverloadedError,
+    EngineUnavailableError,
+    UnsupportedParameterError,
+)
+from sovereign.server.plugins.routing import validate_backends
+from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
+
+pytestmark = pytest.mark.anyio
+FAST = RoutingPolicy(
+    retry_attempts=3,
+    retry_initial_s=0.001,
+    retry_max_s=0.002,
+    retry_jitter_s=0.0,
+    first_token_timeout_s=1.0,
+    total_timeout_s=5.0,
+)
+
+
+def sse(*texts: str, drop: bool = False) -> bytes:
+    events = [{"choices": [{"index": 0, "delta": {"content": t}, "finish_reason": None}]} for t in texts]
+    body = b"".join(b"data: " + json.dumps(e).encode() + b"\n\n" for e in events)
+    if drop:
+        return body
+    end = {
+        "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}],
+        "usage": {"prompt_tokens": 7, "completion_tokens": 2},
+    }
+    return body + b"data: " + json.dumps(end).encode() + b"\n\ndata: [DONE]\n\n"
+
+
+def request(*contents: str, max_tokens: int = 8, **sampling: object) -> GenerationRequest:
+    msgs = tuple(ChatMessage("user", c) for c in contents) or (ChatMessage("user", "hi"),)
+    return GenerationRequest(model="m", sampling=SamplingParams(max_tokens=max_tokens, **sampling), messages=msgs)
+
+
+class Script:
+    """A MockTransport handler answering each deployment's calls from a list of (status, body)."""
+
+    def __init__(self, **answers: list[tuple[int, bytes]]) -> None:
+        self.answers = {k: iter(v) for k, v in answers.items()}
+        self.calls: dict[str, int] = {}
+        self.bodies: list[dict] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        host = req.url.host
+        self.calls[host] = self.calls.get(host, 0) + 1
+        self.bodies.append(json.loads(req.content))
+        status, body = next(self.answers[host])
+        return httpx.Response(status, content=body, headers={"content-type": "text/event-stream"})
+
+
+@pytest.fixture
+def client_for() -> Iterator[object]:
+    clients: list[httpx.AsyncClient] = []
+
+    def make(script: Script) -> httpx.AsyncClient:
+        clients.append(httpx.AsyncClient(transport=httpx.MockTransport(script)))
+        return clients[-1]
+
+    yield make
+
+
+def deployment(
+    name: str, client: httpx.AsyncClient, engine: str = "openai", window: int = 4096, weight: float = 1.0
+) -> Deployment:
+    settings = DeploymentSettings(
+        name=name,
+        model="m",
+        engine=engine,
+        base_url=f"http://{name}/v1",  # type: ignore[arg-type]
+        context_window=window,
+        weight=weight,
+    )
+    return Deployment(name, OpenAICompatBackend(settings, client), CircuitBreaker(name, 3, 60), window, weight)
+
+
+async def test_retry_then_success_and_sse_translation(client_for) -> None:
+    script = Script(a=[(500, b"{}"), (429, b"{}"), (200, sse("Hel", "lo"))])
+    async with client_for(script) as client:
+        router = Router("m", [deployment("a", client)], FAST)
+        result = await collect(router.stream(request(seed=3, stop=("x",))))
+    assert result.text == "Hello" and result.usage.prompt_tokens == 7
+    assert result.metadata["route"] == {"deployment": "a", "retries": 2, "fallbacks": 0, "trimmed_messages": 0}
+    assert script.bodies[-1]["stream"] is True and script.bodies[-1]["seed"] == 3 and script.bodies[-1]["stop"] == ["x"]
+
+
+async def test_fallback_opens_breaker_and_complete_restarts_mid_stream(client_for) -> None:
+    script = Script(
+        a=[(503, b"{}")] * 3, b=[(200, sse("one", "two", drop=True)), (200, sse("fine"))], c=[(200, sse("from c"))]
+    )
+    async with client_for(script) as client:
+        a, b, c = deployment("a", client), deployment("b", client, weight=0), deployment("c", client, weight=0)
+        router = Router("m", [a, b, c], FAST)
+        result = await router.complete(request())  # a fails 3x, b drops after tokens, c answers
+        assert result.text == "from c" and a.breaker.state is BreakerState.OPEN
+        stream = router.stream(request())  # a skipped (open), b answers
+        assert (await collect(stream)).text == "fine"
+        assert script.calls == {"a": 3, "b": 2, "c": 1}
+
+
+async def test_stream_interrupted_after_first_token(client_for) -> None:
+    async with client_for(Script(a=[(200, sse("one", drop=True))])) as client:
+        router = Router("m", [deployment("a", client)], FAST)
+        with pytest.raises(StreamInterruptedError):
+            await collect(router.stream(request()))
+
+
+async def test_unsupported_param_skips_deployment_and_400_when_none_can(client_for) -> None:
+    script = Script(b=[(200, sse("ok"))])
+    async with client_for(script) as client:
+        only_ollama = Router("m", [deployment("a", client, engine="ollama")], FAST)
+        with pytest.raises(UnsupportedParameterError):
+            await collect(only_ollama.stream(request(ignore_eos=True)))
+        mixed = Router("m", [deployment("a", client, engine="ollama"), deployment("b", client, engine="vllm")], FAST)
+        assert (await collect(mixed.stream(request(ignore_eos=True)))).text == "ok"
+        assert script.bodies[-1]["ignore_eos"] is True
+
+
+def test_breaker_half_open_and_close() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker("x", failure_threshold=2, cooldown_s=10, clock=lambda: now[0])
+    breaker.record_failure()
+    assert breaker.allow()
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN and not breaker.allow()
+    now[0] = 10.0
+    assert breaker.state is BreakerState.HALF_OPEN
+    assert breaker.allow() and not breaker.allow()  # exactly one trial
+    breaker.record_failure()
+    assert breaker.state is BreakerState.OPEN
+    breaker.probe_passed()
+    assert breaker.allow()
+    breaker.record_success()
+    assert breaker.state is BreakerState.CLOSED
+
+
+def test_weighted_split_is_sticky_and_proportional() -> None:
+    deps = [Deployment(n, None, CircuitBreaker(n), 100, w) for n, w in (("a", 3), ("b", 1), ("z", 0))]  # type: ignore[arg-type]
+    router = Router("m", deps)
+    firsts = [router.order(f"user-{i}")[0].name for i in range(4000)]
+    assert 0.7 < firsts.count("a") / 4000 < 0.8 and "z" not in firsts
+    assert router.order("alice") == router.order("alice") and router.order("alice")[-1].name in {"a", "b", "z"}
+
+
+def test_select_messages_policies() -> None:
+    roles = ["system", "user", "assistant", "user", "assistant", "user", "assistant", "user"]
+    costs = [10] * 8
+    assert select_messages(roles, costs, 40) == [0, 5, 6, 7]
+    assert select_messages(roles, costs, 50) == [0, 5, 6, 7]  # a kept tail never starts with assistant
+    assert select_messages(roles, costs, 60) == [0, 3, 4, 5, 6, 7]
+    assert select_messages(roles, costs, 50, "head-and-tail", keep_head=1) == [0, 1, 5, 6, 7]
+    assert select_messages(roles, costs, 15) is None
+
+
+async def test_fit_request_counts_only_when_needed() -> None:
+    calls: list[str] = []
+
+    async def count(text: str) -> int:
+        calls.append(text)
+        return len(text.split())
+
+    short = await fit_request(request("hi"), context_window=512, reserve_output_tokens=64, count=count)
+    assert short.dropped == 0 and calls == []
+    long = request(*[f"turn {i} " + "w " * 100 for i in range(9)], max_tokens=16)
+    fitted = await fit_request(long, context_window=300, reserve_output_tokens=64, count=count)
+    assert fitted.dropped > 0 and fitted.request.messages[-1] == long.messages[-1] and fitted.prompt_tokens <= 284
+    with pytest.raises(ContextLengthExceededError):
+        await fit_request(request("w " * 400), context_window=300, reserve_output_tokens=64, count=count)
+
+
+def test_translate_status_by_code_not_text() -> None:
+    body = json.dumps({"error": {"message": "too long", "type": "exceed_context_size_error", "code": 400}}).encode()
+    assert isinstance(translate_status("e", 400, body), ContextLengthExceededError)
+    assert isinstance(translate_status("e", 429, b"slow down"), EngineOverloadedError)
+    assert isinstance(translate_status("e", 503, b"{}"), EngineUnavailableError)
+    assert translate_status("e", 401, b"{}").code == "engine_auth_failed"
+
+
+@pytest.mark.parametrize(
+    "deployments",
+    [
+        [{"name": "a", "model": "m", "engine": "vllm"}],  # no base_url
+        [{"name": "a", "model": "m", "engine": "vllm", "base_url": "ftp://x/v1"}],
+        [{"name": "a", "model": "m", "engine": "embedded"}, {"name": "a", "model": "n", "engine": "embedded"}],
+    ],
+    ids=["no-base-url", "bad-scheme", "duplicate-name"],
+)
+def test_malformed_deployments_are_config_errors(deployments: list[dict]) -> None:
+    with pytest.raises(ConfigError):
+        validate_backends(BackendsSettings(deployments=deployments), "embedded-model")  # type: ignore[arg-type]
+
+
+def test_unknown_alias_and_default_route_are_config_errors() -> None:
+    with pytest.raises(ConfigError, match="alias"):
+        validate_backends(BackendsSettings(aliases={"x": "nope"}), "embedded-model")
+    with pytest.raises(ConfigError, match="default_route"):
+        validate_backends(BackendsSettings(default_route="nope"), "embedded-model")

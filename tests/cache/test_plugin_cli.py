@@ -1,0 +1,57 @@
+"""The start-up plugin (sqlite default, rag hook in either order) and ``sovereign cache stats|clear``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner
+
+from sovereign.backends.registry import ModelRegistry
+from sovereign.cache.gateway import hook_rag_invalidation
+from sovereign.cli.main import app
+from sovereign.config import load_settings
+from sovereign.rag.embeddings import OnnxMiniLMEmbedder
+from sovereign.server.plugins import cache as cache_plugin
+from sovereign.server.state import AppState
+
+pytestmark = pytest.mark.anyio
+
+
+class FakeRag:
+    """Stands in for the document-memory service's change-notification surface only."""
+
+    def __init__(self) -> None:
+        self.on_change: list[Any] = []
+
+
+async def test_plugin_builds_sqlite_cache_and_hooks_rag_in_either_order(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+    registry = ModelRegistry()
+    registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings))
+    state = AppState.build(settings, registry)
+    close = await cache_plugin.install(state)
+    assert close is not None
+    try:
+        assert state.services["cache"].backend.name == "sqlite"
+        assert (tmp_path / "cache.sqlite3").exists()
+        rag = FakeRag()
+        state.services["rag"] = rag  # the rag plugin runs after "cache"
+        hook_rag_invalidation(state)
+        hook_rag_invalidation(state)  # idempotent (called at each request)
+        assert len(rag.on_change) == 1
+        assert await rag.on_change[0]("default", ["doc"]) == 0
+    finally:
+        await close()
+
+
+def test_cli_stats_and_clear(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SOVEREIGN_DATA_DIR", str(tmp_path))
+    runner = CliRunner()
+    stats = runner.invoke(app, ["cache", "stats", "--json"])
+    assert stats.exit_code == 0, stats.output
+    assert json.loads(stats.output)["entries"] == 0
+    cleared = runner.invoke(app, ["cache", "clear", "--yes"])
+    assert cleared.exit_code == 0 and "0 entries" in cleared.output
