@@ -42,7 +42,7 @@ def client(gateway: LiveServer) -> Iterator[openai.OpenAI]:
 
 def ask(client: openai.OpenAI, question: str, **extra: Any) -> tuple[str, str, dict[str, Any]]:
     raw = client.chat.completions.with_raw_response.create(
-        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=16, temperature=0, **extra
+        model=MODEL, messages=[{"role": "user", "content": question}], max_tokens=8, temperature=0, **extra
     )
     body = raw.parse()
     return raw.headers[HEADER], body.choices[0].message.content or "", body.model_extra["sovereign"]["cache"]

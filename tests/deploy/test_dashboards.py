@@ -32,7 +32,7 @@ def test_dashboard_structure(path: Path) -> None:
         assert panel["title"] and panel["targets"]
         assert panel["datasource"]["uid"] == "${datasource}"
         grid = panel["gridPos"]
-        assert 0 <= grid["x"] and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
+        assert grid["x"] >= 0 and grid["x"] + grid["w"] <= 24 and grid["h"] > 0
         for x in range(grid["x"], grid["x"] + grid["w"]):  # panels must not overlap
             for y in range(grid["y"], grid["y"] + grid["h"]):
                 assert (x, y) not in cells, panel["title"]

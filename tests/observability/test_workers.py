@@ -51,7 +51,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         log = tmp / "server.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "tests.observability.asgi_app:create", "--factory",
+                [sys.executable, "-m", "uvicorn", "sovereign.server.asgi:create", "--factory",
                  "--workers", "2", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )

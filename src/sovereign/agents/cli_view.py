@@ -54,13 +54,14 @@ async def run_agent_view(
     settings: Settings,
     *,
     conversation_id: str | None = None,
+    collection: str | None = None,
     max_tokens: int = 256,
     console: Console | None = None,
 ) -> dict[str, Any]:
     """Answer ``question`` with the pipeline in this process, drawing the nodes as they run.
 
-    Opens document memory (``RagService``) when it is installed; without it the answer degrades to
-    the simple path with a warning. Returns the ``sovereign`` metadata of the answer.
+    ``collection`` defaults to ``rag.default_collection``. Opens document memory (``RagService``);
+    without it the answer degrades to the simple path with a warning. Returns the ``sovereign`` metadata of the answer.
 
     Raises:
         InvalidRequestError: empty question or malformed conversation id.
@@ -83,7 +84,7 @@ async def run_agent_view(
     embedder = getattr(service, "embedder", None)
     deps = AgentDeps(model=model, retriever=lambda: getattr(service, "retriever", None), embedder=embedder,
                      settings=settings.agents, count_tokens=token_counter(model),
-                     collection=settings.rag.default_collection)
+                     collection=collection or settings.rag.default_collection)
     backend = AgentBackend(deps, Path(settings.data_dir))
     board = NodeBoard()
     metadata: dict[str, Any] = {}

@@ -18,13 +18,15 @@ def ask(
     question: Annotated[str, typer.Argument(help="The question.")],
     config: ConfigOption = None,
     conversation: Annotated[str | None, typer.Option("--conversation", help="Conversation id for follow-ups.")] = None,
+    collection: Annotated[str | None, typer.Option(help="Collection (default: rag.default_collection).")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Answer length in tokens.")] = 256,
 ) -> None:
     """Answer from the document memory with citations and a validator verdict."""
     from sovereign.agents.cli_view import run_agent_view
 
     settings = settings_from(config)
-    asyncio.run(run_agent_view(question, settings, conversation_id=conversation, max_tokens=max_tokens))
+    asyncio.run(run_agent_view(question, settings, conversation_id=conversation,
+                               collection=collection, max_tokens=max_tokens))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -18,6 +19,7 @@ def serve(
     model_name: Annotated[str | None, typer.Option(help="Public name of the served model.")] = None,
     ctx: Annotated[int | None, typer.Option(help="Context window in tokens.")] = None,
     threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads its own model copy).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models."""
@@ -32,10 +34,23 @@ def serve(
         server={"host": host, "port": port},
         engine={"model_path": model, "model_name": model_name, "n_ctx": ctx, "n_threads": threads},
     )
-    app = create_app(settings)
+    if workers == 1:
+        uvicorn.run(
+            create_app(settings), host=settings.server.host, port=settings.server.port, log_level=log_level,
+            timeout_graceful_shutdown=5,
+        )
+        return
+    # Several workers: each process rebuilds the app from the environment, so hand the CLI flags
+    # down as SOVEREIGN_* variables (the CLI is the edge; config.py reads them back).
+    for name, value in {"ENGINE__MODEL_PATH": model, "ENGINE__MODEL_NAME": model_name,
+                        "ENGINE__N_CTX": ctx, "ENGINE__N_THREADS": threads}.items():
+        if value is not None:
+            os.environ[f"SOVEREIGN_{name}"] = str(value)
+    if config is not None:
+        os.environ["SOVEREIGN_CONFIG"] = str(config)
     uvicorn.run(
-        app, host=settings.server.host, port=settings.server.port, log_level=log_level,
-        timeout_graceful_shutdown=5,
+        "sovereign.server.asgi:create", factory=True, workers=workers, host=settings.server.host,
+        port=settings.server.port, log_level=log_level, timeout_graceful_shutdown=5,
     )
 
 

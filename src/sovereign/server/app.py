@@ -101,7 +101,7 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         closers: list[Callable[[], Awaitable[None]]] = []
-        for plugin in _modules(plugins):
+        for plugin in sorted(_modules(plugins), key=lambda m: getattr(m, "ORDER", 100)):
             closer = await plugin.install(state)
             if closer is not None:
                 closers.append(closer)

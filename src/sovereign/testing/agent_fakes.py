@@ -29,6 +29,7 @@ class FakeRetriever:
 
     def __init__(self, docs: dict[str, str], *, fail: bool = False, delay_s: float = 0.0) -> None:
         self.docs = docs
+        self._terms = {path: set(_words(text)) for path, text in docs.items()}
         self.fail = fail
         self.delay_s = delay_s
         self.queries: list[str] = []
@@ -42,7 +43,7 @@ class FakeRetriever:
         if self.fail:
             raise EngineError("fake retriever failure")
         terms = set(_words(query))
-        scored = sorted(((len(terms & set(_words(text))), path) for path, text in self.docs.items()), reverse=True)
+        scored = sorted(((len(terms & words), path) for path, words in self._terms.items()), reverse=True)
         return [SearchHit(chunk_id=f"c-{path}", doc_id=f"d-{path}", path=path, title=path, text=self.docs[path],
                           score=float(score)) for score, path in scored[:top_k] if score > 0]
 
@@ -109,13 +110,20 @@ class FakeEmbedder:
 
     def __init__(self, *, fail: bool = False) -> None:
         self.fail = fail
+        self._cache: dict[str, np.ndarray] = {}
 
     def _vector(self, text: str) -> np.ndarray:
+        cached = self._cache.get(text)
+        if cached is not None:
+            return cached
         vector = np.zeros(self.dimensions, dtype=np.float32)
         for word in _words(text):
             vector[int(hashlib.blake2b(word.encode(), digest_size=2).hexdigest(), 16) % self.dimensions] += 1.0
         norm = float(np.linalg.norm(vector))
-        return vector / norm if norm else vector
+        vector = vector / norm if norm else vector
+        if len(self._cache) < 10_000:
+            self._cache[text] = vector
+        return vector
 
     async def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         if self.fail:

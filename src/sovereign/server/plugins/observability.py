@@ -20,6 +20,9 @@ from sovereign.server.state import AppState
 log = logging.getLogger("sovereign.observability")
 
 
+ORDER = 0  # before every other plugin: their start-up logs are structured too
+
+
 async def install(state: AppState) -> Callable[[], Awaitable[None]]:
     settings = state.settings.observability
     restore_logging = configure_logging(settings)

@@ -1,0 +1,50 @@
+"""``sovereign agent ask``: the node view renders, degrades without documents, rejects bad input."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+from typer.testing import CliRunner
+
+from sovereign.agents.cli_view import NodeBoard, run_agent_view
+from sovereign.cli.main import app
+from sovereign.config import load_settings
+from sovereign.errors import InvalidRequestError
+
+pytestmark = pytest.mark.anyio
+
+
+def test_board_tracks_node_events() -> None:
+    board = NodeBoard()
+    board.update({"type": "node_start", "node": "router"})
+    assert board.rows["router"]["status"] == "running"
+    board.update({"type": "node_end", "node": "router", "ms": 0.2, "summary": "retrieve (rules)", "error": None})
+    board.update({"type": "node_end", "node": "retrieval", "ms": 1.0, "error": "NotFoundError: x"})
+    out = io.StringIO()
+    Console(file=out, width=100).print(board.render())
+    assert "retrieve (rules)" in out.getvalue() and "NotFoundError" in out.getvalue()
+
+
+@pytest.mark.slow
+async def test_view_answers_and_degrades_without_documents() -> None:
+    out = io.StringIO()
+    settings = load_settings(engine={"n_ctx": 1024}, agents={"max_tokens": 8, "node_timeout_s": 300})
+    meta = await run_agent_view("How do I read a CSV file in Python?", settings, max_tokens=8,
+                                console=Console(file=out, width=120))
+    text = out.getvalue()
+    assert "router" in text and "validator:" in text
+    assert meta["degraded"] and meta["warnings"]
+
+
+async def test_view_rejects_bad_input() -> None:
+    with pytest.raises(InvalidRequestError):
+        await run_agent_view("  ", load_settings())
+    with pytest.raises(InvalidRequestError):
+        await run_agent_view("ok?", load_settings(), conversation_id="no spaces allowed")
+
+
+def test_agent_command_registered() -> None:
+    result = CliRunner().invoke(app, ["agent", "ask", "--help"])
+    assert result.exit_code == 0 and "--conversation" in result.output
