@@ -43,7 +43,11 @@ class SamplingParams:
 
 @dataclass(frozen=True, slots=True)
 class GenerationRequest:
-    """A chat request (``messages``) or a raw completion request (``prompt``), never both."""
+    """A chat request (``messages``) or a raw completion request (``prompt``), never both.
+
+    ``buffered`` is true when the client receives the whole answer at once (non-streaming): an
+    engine failure mid-generation is then still invisible, so a router may restart elsewhere.
+    """
 
     model: str
     sampling: SamplingParams
@@ -51,6 +55,7 @@ class GenerationRequest:
     prompt: str | None = None
     user: str | None = None
     conversation_id: str | None = None
+    buffered: bool = False
 
     @property
     def is_chat(self) -> bool:

@@ -155,3 +155,20 @@ async def test_bad_input_is_a_400(make: Any, req: GenerationRequest, error: type
     backend = await make()
     with pytest.raises(error):
         await collect(backend.stream(req))
+
+
+@pytest.mark.integration
+async def test_conversation_memory_in_postgres_checkpointer(make: Any, pg_uri: str,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("AGENT_TEST_PG", pg_uri)
+    backend = await make(checkpointer="postgres", pg_dsn_env="AGENT_TEST_PG")
+    await collect(backend.stream(request("How do I parse JSON in Python?", conversation_id="pg-1")))
+    await collect(backend.stream(request("and what does it return?", conversation_id="pg-1")))
+    assert len(await backend.graph.turns("pg-1")) == 4
+
+
+async def test_postgres_without_dsn_is_a_config_error(make: Any) -> None:
+    from sovereign.errors import ConfigError
+
+    with pytest.raises(ConfigError):
+        await make(checkpointer="postgres")

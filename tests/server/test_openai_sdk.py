@@ -6,6 +6,7 @@ import base64
 import json
 import threading
 import time
+from collections.abc import Iterator
 
 import httpx
 import numpy as np
@@ -20,8 +21,9 @@ MODEL = "smollm2-135m-instruct"
 
 
 @pytest.fixture(scope="module")
-def client(live_server: LiveServer) -> openai.OpenAI:
-    return openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
+def client(live_server: LiveServer) -> Iterator[openai.OpenAI]:
+    with openai.OpenAI(base_url=live_server.url + "/v1", api_key="unused", max_retries=0, timeout=120) as sdk:
+        yield sdk
 
 
 def test_models_lists_chat_and_embedding_models(client: openai.OpenAI) -> None:

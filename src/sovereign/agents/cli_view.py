@@ -61,7 +61,8 @@ async def run_agent_view(
     """Answer ``question`` with the pipeline in this process, drawing the nodes as they run.
 
     ``collection`` defaults to ``rag.default_collection``. Opens document memory (``RagService``);
-    without it the answer degrades to the simple path with a warning. Returns the ``sovereign`` metadata of the answer.
+    without it the answer degrades to the simple path with a warning. Returns the answer's
+    ``sovereign`` metadata.
 
     Raises:
         InvalidRequestError: empty question or malformed conversation id.

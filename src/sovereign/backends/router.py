@@ -245,8 +245,16 @@ class Router:
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Generate with fallback (module docstring). Raises as ChatBackend.stream; see also
-        :class:`StreamInterruptedError` after the first token."""
+        :class:`StreamInterruptedError` after the first token. A ``buffered`` request (the client
+        sees nothing until the end) is generated with :meth:`complete` and yielded as one chunk,
+        so a failure mid-generation restarts on the next deployment instead of failing."""
+        if request.buffered:
+            return self._buffered(request)
         return self._stream(request, frozenset())
+
+    async def _buffered(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        result = await self.complete(request)
+        yield GenerationChunk(result.text, result.usage, result.finish_reason, result.metadata or None)
 
     async def complete(self, request: GenerationRequest) -> GenerationResult:
         """Non-streaming generation: also a failure mid-generation moves to the next deployment.

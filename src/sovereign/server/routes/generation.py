@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
@@ -73,6 +74,7 @@ async def _generate(
         return cached.respond(shape, wire)
 
     if not wire.stream:
+        domain = replace(domain, buffered=True)
         result = await collect(cached.wrap(_clocked(backend.stream(domain), clock)))
         clock.finish(result.usage)
         if result.metadata:
