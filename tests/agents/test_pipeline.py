@@ -172,3 +172,17 @@ async def test_postgres_without_dsn_is_a_config_error(make: Any) -> None:
 
     with pytest.raises(ConfigError):
         await make(checkpointer="postgres")
+
+
+async def test_unwritable_checkpointer_falls_back_to_memory_with_warning(tmp_path: Path) -> None:
+    blocked = tmp_path / "file"
+    blocked.write_text("not a directory")
+    deps = AgentDeps(model=FakeChatModel(), retriever=lambda: FakeRetriever(DOCS), embedder=FakeEmbedder(),
+                     settings=AgentSettings())
+    backend = AgentBackend(deps, blocked / "data")
+    await backend.start()
+    try:
+        result = await collect(backend.stream(request(conversation_id="mem-1")))
+    finally:
+        await backend.close()
+    assert result.metadata["grounded"] and any("not persisted" in w for w in result.metadata["warnings"])

@@ -171,6 +171,8 @@ class AgentBackend:
                     yield GenerationChunk(text=SIMPLE_SEPARATOR, usage=Usage(0, usage.completion_tokens))
                 yield GenerationChunk(text=state.get("answer", ""), usage=Usage(0, usage.completion_tokens))
         metadata = response_metadata(state, conversation_id)
+        if self.graph.warning:
+            metadata["warnings"] = [*metadata["warnings"], self.graph.warning]
         nodes = metadata["nodes"].values()
         final_usage = Usage(prompt_tokens=sum(n.get("prompt_tokens", 0) for n in nodes),
                             completion_tokens=sum(n.get("tokens", 0) for n in nodes))

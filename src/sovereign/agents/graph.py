@@ -161,18 +161,29 @@ class AgentGraph:
         self._nodes = nodes
         self._stack: AsyncExitStack | None = None
         self._graph: Any = None
+        self.warning: str | None = None
 
     @property
     def started(self) -> bool:
         return self._graph is not None
 
     async def start(self) -> None:
-        """Open the checkpointer and compile; idempotent. Raises StorageError / ConfigError."""
+        """Open the checkpointer and compile; idempotent. A database that cannot be opened
+        (StorageError) falls back to memory with :attr:`warning` set.
+
+        Raises:
+            ConfigError: postgres without a DSN.
+        """
         if self._graph is not None:
             return
         stack = AsyncExitStack()
         try:
             saver = await open_checkpointer(self.settings, self.data_dir, stack)
+        except StorageError as exc:  # answer anyway; conversations live in memory until a restart
+            await stack.aclose()
+            log.error("agents checkpointer unavailable, using memory: %s", exc)
+            self.warning = f"conversations are not persisted ({exc.message}); using memory"
+            saver = InMemorySaver()
         except BaseException:
             await stack.aclose()
             raise

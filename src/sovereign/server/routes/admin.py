@@ -1,19 +1,9 @@
-"""Routing administration and conversations.
-
-Admin (``require_admin``):
+"""Routing administration (``require_admin``):
 
 - ``GET /admin/backends``: default route, routes and every deployment's health, latency, breaker.
 - ``PUT /admin/backends/default`` ``{"route": NAME}``: switch the default route at run time (the
   next request uses it); 404 ``route_not_found`` for an unknown name.
 - ``POST /admin/backends/ping`` ``{"name": NAME | null}``: probe now.
-
-Conversations (``require_api_key``; history is kept server-side so it survives engine switches):
-
-- ``POST /v1/conversations`` ``{"model": NAME}`` (default: the default route) -> ``{"id", "model"}``.
-- ``GET /v1/conversations/{id}`` -> the conversation and its messages.
-- ``POST /v1/conversations/{id}/messages`` ``{"content", "max_tokens", "temperature", "seed"}``: append
-  the user turn, generate with the full history (fitted to the engine that answers), store and
-  return the assistant turn with ``deployment``.
 """
 
 from __future__ import annotations
@@ -23,11 +13,9 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from sovereign.backends.base import collect
 from sovereign.errors import ConfigError
 from sovereign.server.plugins.routing import RouteControl
-from sovereign.server.state import get_state, require_admin, require_api_key
-from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
+from sovereign.server.state import get_state, require_admin
 
 router = APIRouter()
 
@@ -44,18 +32,8 @@ class Ping(_Body):
     name: str | None = Field(None, max_length=256)
 
 
-class NewConversation(_Body):
-    model: str | None = Field(None, max_length=256)
-
-
-class Turn(_Body):
-    content: str = Field(min_length=1)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    seed: int | None = None
-
-
-def _control(request: Request) -> RouteControl:
+def control_of(request: Request) -> RouteControl:
+    """The routing room's control object. Raises ConfigError when the plugin is absent."""
     control = get_state(request).services.get("routing")
     if control is None:
         raise ConfigError("The routing plugin is not installed.")
@@ -65,13 +43,13 @@ def _control(request: Request) -> RouteControl:
 @router.get("/admin/backends", dependencies=[Depends(require_admin)])
 async def list_backends(request: Request) -> dict[str, Any]:
     """Default route, routes and deployment health / latency / breaker state."""
-    return _control(request).status()
+    return control_of(request).status()
 
 
 @router.put("/admin/backends/default", dependencies=[Depends(require_admin)])
 async def use_backend(request: Request, body: UseRoute) -> dict[str, Any]:
     """Point ``default_model`` at another model or deployment, without a restart."""
-    control = _control(request)
+    control = control_of(request)
     previous = control.use(body.route)
     return {"default_model": control.default_model, "default_route": control.current, "previous": previous}
 
@@ -79,62 +57,4 @@ async def use_backend(request: Request, body: UseRoute) -> dict[str, Any]:
 @router.post("/admin/backends/ping", dependencies=[Depends(require_admin)])
 async def ping_backends(request: Request, body: Ping) -> dict[str, Any]:
     """Probe one deployment (or all) now."""
-    return {"deployments": await _control(request).probe(body.name)}
-
-
-@router.post("/v1/conversations", dependencies=[Depends(require_api_key)])
-async def create_conversation(request: Request, body: NewConversation) -> dict[str, Any]:
-    control = _control(request)
-    model = body.model or control.default_model
-    get_state(request).registry.chat(model)  # 404 for unknown models
-    conv = await (await control.conversations()).create(model)
-    return {"id": conv.id, "model": conv.model, "created_at": conv.created_at}
-
-
-@router.get("/v1/conversations/{conversation_id}", dependencies=[Depends(require_api_key)])
-async def get_conversation(request: Request, conversation_id: str) -> dict[str, Any]:
-    store = await _control(request).conversations()
-    conv = await store.get(conversation_id)
-    rows = await store.messages(conversation_id)
-    return {
-        "id": conv.id,
-        "model": conv.model,
-        "messages": [{"seq": m.seq, "role": m.role, "content": m.content, "deployment": m.deployment} for m in rows],
-    }
-
-
-@router.post("/v1/conversations/{conversation_id}/messages", dependencies=[Depends(require_api_key)])
-async def add_turn(request: Request, conversation_id: str, body: Turn) -> dict[str, Any]:
-    """One user turn in, one assistant turn out, generated over the whole stored history."""
-    control = _control(request)
-    store = await control.conversations()
-    conv = await store.get(conversation_id)
-    backend = get_state(request).registry.chat(conv.model)
-    history = [m.to_chat() for m in await store.messages(conversation_id)]
-    await store.append(conversation_id, "user", body.content)
-    messages = (*history, ChatMessage(role="user", content=body.content))
-    domain = GenerationRequest(
-        model=conv.model,
-        messages=messages,
-        sampling=SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed),
-    )
-    complete = getattr(backend, "complete", None)
-    target = getattr(backend, "target", None)
-    if complete is None and target is not None:
-        complete = getattr(target, "complete", None)
-    if complete is not None:
-        result = await complete(domain)
-    else:
-        result = await collect(backend.stream(domain))
-    route = result.metadata.get("route", {})
-    deployment = route.get("deployment") or backend.name
-    stored = await store.append(conversation_id, "assistant", result.text, deployment)
-    return {
-        "id": conv.id,
-        "message": {"role": "assistant", "content": result.text, "seq": stored.seq},
-        "deployment": deployment,
-        "history_messages": len(messages),
-        "route": route,
-        "finish_reason": result.finish_reason,
-        "usage": result.usage.to_dict(),
-    }
+    return {"deployments": await control_of(request).probe(body.name)}

@@ -1,0 +1,87 @@
+"""Conversations kept server-side, so history survives engine switches (``require_api_key``).
+
+- ``POST /v1/conversations`` ``{"model": NAME}`` (default: the default route) -> ``{"id", "model"}``.
+- ``GET /v1/conversations/{id}`` -> the conversation and its messages.
+- ``POST /v1/conversations/{id}/messages`` ``{"content", "max_tokens", "temperature", "seed"}``: append
+  the user turn, generate with the full history (fitted to the engine that answers), store and
+  return the assistant turn with ``deployment``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from sovereign.backends.base import collect
+from sovereign.server.routes.admin import control_of
+from sovereign.server.state import get_state, require_api_key
+from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
+
+router = APIRouter()
+
+
+class NewConversation(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    model: str | None = Field(None, max_length=256)
+
+
+class Turn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    content: str = Field(min_length=1)
+    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    seed: int | None = None
+
+
+@router.post("/v1/conversations", dependencies=[Depends(require_api_key)])
+async def create_conversation(request: Request, body: NewConversation) -> dict[str, Any]:
+    control = control_of(request)
+    model = body.model or control.default_model
+    get_state(request).registry.chat(model)  # 404 for unknown models
+    conv = await (await control.conversations()).create(model)
+    return {"id": conv.id, "model": conv.model, "created_at": conv.created_at}
+
+
+@router.get("/v1/conversations/{conversation_id}", dependencies=[Depends(require_api_key)])
+async def get_conversation(request: Request, conversation_id: str) -> dict[str, Any]:
+    store = await control_of(request).conversations()
+    conv = await store.get(conversation_id)
+    rows = await store.messages(conversation_id)
+    return {
+        "id": conv.id,
+        "model": conv.model,
+        "messages": [{"seq": m.seq, "role": m.role, "content": m.content, "deployment": m.deployment} for m in rows],
+    }
+
+
+@router.post("/v1/conversations/{conversation_id}/messages", dependencies=[Depends(require_api_key)])
+async def add_turn(request: Request, conversation_id: str, body: Turn) -> dict[str, Any]:
+    """One user turn in, one assistant turn out, generated over the whole stored history."""
+    control = control_of(request)
+    store = await control.conversations()
+    conv = await store.get(conversation_id)
+    backend = get_state(request).registry.chat(conv.model)
+    history = [m.to_chat() for m in await store.messages(conversation_id)]
+    await store.append(conversation_id, "user", body.content)
+    messages = (*history, ChatMessage(role="user", content=body.content))
+    domain = GenerationRequest(
+        model=conv.model,
+        messages=messages,
+        sampling=SamplingParams(max_tokens=body.max_tokens, temperature=body.temperature, seed=body.seed),
+        buffered=True,  # the answer is returned whole: a router may restart it elsewhere on failure
+    )
+    result = await collect(backend.stream(domain))
+    route = result.metadata.get("route", {})
+    deployment = route.get("deployment") or backend.name
+    stored = await store.append(conversation_id, "assistant", result.text, deployment)
+    return {
+        "id": conv.id,
+        "message": {"role": "assistant", "content": result.text, "seq": stored.seq},
+        "deployment": deployment,
+        "history_messages": len(messages),
+        "route": route,
+        "finish_reason": result.finish_reason,
+        "usage": result.usage.to_dict(),
+    }
