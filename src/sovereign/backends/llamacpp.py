@@ -113,6 +113,7 @@ class LlamaCppBackend:
         self._is_eog: Callable[[int], bool] = lambda _token: False
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"llama-{self.name}")
         self._waiting = 0
+        self._waiting_lock = threading.Lock()
         self._load_lock = asyncio.Lock()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -298,8 +299,7 @@ class LlamaCppBackend:
         def emit(item: GenerationChunk | BaseException) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
-        self._waiting += 1
-        metrics.ENGINE_QUEUE_DEPTH.labels(engine=self.name).set(self._waiting)
+        self._count_waiting(+1)
         job = loop.run_in_executor(
             self._executor, self._run_job, tokens, request.sampling, max_tokens, emit, cancelled
         )
@@ -316,6 +316,12 @@ class LlamaCppBackend:
             if not job.done():
                 job.add_done_callback(lambda f: f.exception())  # retrieve, never "never retrieved"
 
+    def _count_waiting(self, delta: int) -> None:
+        """Requests queued for the worker thread (changed from two threads, hence the lock)."""
+        with self._waiting_lock:
+            self._waiting += delta
+            metrics.ENGINE_QUEUE_DEPTH.labels(engine=self.name).set(self._waiting)
+
     def _run_job(
         self,
         tokens: list[int],
@@ -325,8 +331,7 @@ class LlamaCppBackend:
         cancelled: threading.Event,
     ) -> None:
         """Worker-thread body: one generation, chunks pushed through ``emit``."""
-        self._waiting -= 1
-        metrics.ENGINE_QUEUE_DEPTH.labels(engine=self.name).set(self._waiting)
+        self._count_waiting(-1)
         if cancelled.is_set():
             return
         metrics.ENGINE_INFLIGHT.labels(engine=self.name).inc()
@@ -375,6 +380,10 @@ class LlamaCppBackend:
             logits_processor=processors,
             reset=True,
         )
+        def send(text: str) -> None:
+            if text:
+                emit(GenerationChunk(text=text, usage=Usage(usage.prompt_tokens, usage.completion_tokens)))
+
         try:
             for token in generator:
                 if cancelled.is_set():
@@ -387,18 +396,16 @@ class LlamaCppBackend:
                 text, stopped = matcher.feed(decoder.decode(llm.detokenize([token], special=False)))
                 if stopped:
                     finish = "stop"
-                    emit(GenerationChunk(text=text, usage=Usage(usage.prompt_tokens, usage.completion_tokens)))
+                    send(text)
                     break
                 if usage.completion_tokens >= max_tokens:
-                    text += matcher.flush() + decoder.decode(b"", final=True)
-                    emit(GenerationChunk(text=text, usage=Usage(usage.prompt_tokens, usage.completion_tokens)))
+                    send(text + matcher.flush() + decoder.decode(b"", final=True))
                     break
-                if text:
-                    emit(GenerationChunk(text=text, usage=Usage(usage.prompt_tokens, usage.completion_tokens)))
+                send(text)
             else:
                 finish = "stop"
         finally:
             generator.close()
-        if finish == "stop" and matcher.buffer:
-            emit(GenerationChunk(text=matcher.flush(), usage=Usage(usage.prompt_tokens, usage.completion_tokens)))
+        if finish == "stop":
+            send(matcher.flush())
         emit(GenerationChunk(text="", usage=usage, finish_reason=finish))
