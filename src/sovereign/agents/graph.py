@@ -1,12 +1,13 @@
 """The LangGraph wiring: the only module that imports LangGraph.
 
 ```
-START -> router --direct--> synthesizer --direct--> finish -> END
-           |  \\--retrieve--> planner -> retrieval -> synthesizer -> validator --passed--> finish
-           |                                            ^               |--failed, round 1--/ (feedback)
-           |                                            \\---------------/--failed, round 2--> finish
-           \\-- any node failed (router, planner, retrieval, synthesizer) --> simple -> finish
+START -> router --direct--> synthesizer --direct--> END
+           |  \\--retrieve--> planner -> retrieval -> synthesizer -> validator --passed--> END
+           |                                            ^               |--failed, round 1: feedback
+           |                                            \\---------------/--failed, round 2--> END
+           \\-- any node failed (router, planner, retrieval, synthesizer) --> simple -> END
 ```
+Routing is :func:`next_step` (pure), applied by each node's adapter through a ``Command``.
 
 A failed validator ends the run with the unvalidated answer (the simple path's remaining step:
 no validation). Conversations persist through a checkpointer keyed by ``thread_id =
@@ -27,6 +28,7 @@ from langgraph.checkpoint.base import BaseCheckpointSaver
 from langgraph.checkpoint.memory import InMemorySaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from sovereign.agents.isolation import NodeFn, guarded
 from sovereign.agents.nodes import planner, retrieval, router, simple, synthesizer, validator
@@ -45,50 +47,61 @@ DEFAULT_NODES: dict[str, NodeFn] = {
 }
 
 
+def next_step(name: str, state: dict[str, Any]) -> str:
+    """Where the run goes after node ``name`` given the state it left (pure; ``END`` = done)."""
+    failed = bool(state.get("failed"))
+    direct = (state.get("route") or {}).get("route") == "direct"
+    if name == "router":
+        return "simple" if failed else "synthesizer" if direct else "planner"
+    if name == "planner":
+        return "simple" if failed else "retrieval"
+    if name == "retrieval":
+        return "simple" if failed else "synthesizer"
+    if name == "synthesizer":
+        return "simple" if failed else END if direct else "validator"
+    if name == "validator":
+        revise = (state.get("verdict") or {}).get("status") == "failed" and state.get("attempts", 1) < 2
+        return "synthesizer" if revise and not failed else END
+    return END
+
+
+def _merged(state: AgentState, update: dict[str, Any]) -> dict[str, Any]:
+    """``state`` with ``update`` applied as the reducers would (nodes merged, warnings appended)."""
+    out: dict[str, Any] = {**state, **update}
+    out["nodes"] = {**(state.get("nodes") or {}), **update.get("nodes", {})}
+    out["warnings"] = [*(state.get("warnings") or []), *update.get("warnings", [])]
+    return out
+
+
 def _adapt(name: str, fn: NodeFn, *, degrade: bool = True) -> Any:
+    """The LangGraph node for ``fn``: guarded, then routed with a ``Command`` (no branch runnables:
+    each conditional edge would cost another runnable call per step). The last node of a run
+    emits ``{"type": "final", "state": ...}`` and appends the turn to the conversation memory."""
     wrapped = guarded(name, fn, degrade=degrade)
 
-    async def node(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
+    async def node(state: AgentState, runtime: Runtime[RunContext]) -> Command[str]:
         ctx = runtime.context
         ctx.emit = runtime.stream_writer
-        return await wrapped(state, ctx)
+        update = await wrapped(state, ctx)
+        merged = _merged(state, update)
+        goto = next_step(name, merged)
+        if goto == END:
+            runtime.stream_writer({"type": "final", "state": merged})
+            update.update(simple.finish(merged))  # type: ignore[arg-type]
+        return Command(update=update, goto=goto)
 
     node.__name__ = name
     return node
 
 
-async def _finish(state: AgentState, runtime: Runtime[RunContext]) -> dict[str, Any]:
-    runtime.stream_writer({"type": "final", "state": state})
-    return simple.finish(state)
-
-
-# Branch functions are async on purpose: LangGraph runs sync ones in a thread pool (a thread hop
-# per edge, ~1 ms each on a loaded 2-core machine).
-def _after(name: str, ok: str) -> Any:
-    async def choose(state: AgentState) -> str:
-        return "simple" if state.get("failed") else ok
-
-    choose.__name__ = f"after_{name}"
-    return choose
-
-
-async def _after_router(state: AgentState) -> str:
-    if state.get("failed"):
-        return "simple"
-    return "synthesizer" if state.get("route", {}).get("route") == "direct" else "planner"
-
-
-async def _after_synthesizer(state: AgentState) -> str:
-    if state.get("failed"):
-        return "simple"
-    return "finish" if state.get("route", {}).get("route") == "direct" else "validator"
-
-
-async def _after_validator(state: AgentState) -> str:
-    verdict = state.get("verdict", {})
-    if verdict.get("status") == "failed" and state.get("attempts", 1) < 2 and not state.get("failed"):
-        return "synthesizer"
-    return "finish"
+_DESTINATIONS: dict[str, tuple[str, ...]] = {
+    "router": ("planner", "synthesizer", "simple"),
+    "planner": ("retrieval", "simple"),
+    "retrieval": ("synthesizer", "simple"),
+    "synthesizer": ("validator", "simple", END),
+    "validator": ("synthesizer", END),
+    "simple": (END,),
+}
 
 
 def build_graph(checkpointer: BaseCheckpointSaver[Any] | None, nodes: dict[str, NodeFn] | None = None) -> Any:
@@ -96,17 +109,9 @@ def build_graph(checkpointer: BaseCheckpointSaver[Any] | None, nodes: dict[str, 
     fns = {**DEFAULT_NODES, **(nodes or {})}
     graph = StateGraph(AgentState, context_schema=RunContext)
     for name, fn in fns.items():
-        graph.add_node(name, _adapt(name, fn))
-    graph.add_node("simple", _adapt("simple", simple.simple_answer, degrade=False))
-    graph.add_node("finish", _finish)
+        graph.add_node(name, _adapt(name, fn), destinations=_DESTINATIONS[name])
+    graph.add_node("simple", _adapt("simple", simple.simple_answer, degrade=False), destinations=(END,))
     graph.add_edge(START, "router")
-    graph.add_conditional_edges("router", _after_router, ["planner", "synthesizer", "simple"])
-    graph.add_conditional_edges("planner", _after("planner", "retrieval"), ["retrieval", "simple"])
-    graph.add_conditional_edges("retrieval", _after("retrieval", "synthesizer"), ["synthesizer", "simple"])
-    graph.add_conditional_edges("synthesizer", _after_synthesizer, ["validator", "finish", "simple"])
-    graph.add_conditional_edges("validator", _after_validator, ["synthesizer", "finish"])
-    graph.add_edge("simple", "finish")
-    graph.add_edge("finish", END)
     return graph.compile(checkpointer=checkpointer)
 
 
@@ -207,7 +212,7 @@ class AgentGraph:
         self, question: str, history: Sequence[Turn], conversation_id: str, ctx: RunContext
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one turn of ``conversation_id``; yields node events, the last being
-        ``{"type": "final", "state": ...}`` (emitted by the finish node)."""
+        ``{"type": "final", "state": ...}`` (emitted by the last node)."""
         if self._graph is None:
             await self.start()
         config = {"configurable": {"thread_id": conversation_id}}

@@ -15,7 +15,6 @@ identifiers, capitalised names, built-in types, platforms, languages). Calibrate
 
 from __future__ import annotations
 
-import contextlib
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -346,14 +345,10 @@ def contrast(a: str, b: str) -> str | None:
 
 
 def _new_index(dimensions: int) -> Any:
-    """A usearch inner-product index, imported lazily and *after* onnxruntime: importing usearch
-    (its numkong extension) first makes a later ``import onnxruntime`` crash the process (observed
-    with usearch 2.26 / onnxruntime here), and the gateway always loads the embedder."""
-    with contextlib.suppress(ImportError):  # onnxruntime is a core dependency
-        import onnxruntime  # noqa: F401
-    from usearch.index import Index
+    """A usearch inner-product index over unit vectors (imported lazily: see sovereign.rag.ann)."""
+    from sovereign.rag.ann import new_index
 
-    return Index(ndim=dimensions, metric="ip", dtype="f32")
+    return new_index(dimensions, "ip")
 
 
 @dataclass(slots=True)

@@ -69,8 +69,8 @@ class EmbeddedStore:
     name = "embedded"
 
     def __init__(
-        self, directory: Path, dimensions: int = 384, *, connectivity: int = 16, expansion_add: int = 128,
-        expansion_search: int = 96,
+        self, directory: Path, dimensions: int = 384, *, connectivity: int = 16, expansion_add: int = 64,
+        expansion_search: int = 160,
     ) -> None:
         self.directory = Path(directory)
         self.dimensions = dimensions
@@ -98,9 +98,9 @@ class EmbeddedStore:
         return self._db
 
     def _new_index(self) -> Any:
-        from usearch.index import Index
+        from sovereign.rag.ann import new_index
 
-        return Index(ndim=self.dimensions, metric="cos", dtype="f32", **self._ann_options)
+        return new_index(self.dimensions, "cos", **self._ann_options)
 
     def _ann_path(self, collection: str) -> Path:
         return self.directory / "ann" / f"{collection}.usearch"

@@ -1,0 +1,20 @@
+"""The one module importing usearch (HNSW approximate nearest-neighbour index).
+
+Used by the embedded vector store and the semantic cache. onnxruntime is imported first on
+purpose: importing usearch (its numkong extension) before onnxruntime makes the later onnxruntime
+import crash the process (segfault observed with usearch 2.26 / onnxruntime 1.31 here), and every
+process that builds an index also runs the embedder.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnxruntime  # noqa: F401  (import order, see above)
+from usearch.index import Index
+
+
+def new_index(dimensions: int, metric: str, **options: Any) -> Index:
+    """An empty float32 index of ``dimensions``-long vectors; ``metric`` is ``"cos"`` or ``"ip"``;
+    ``options`` are usearch's HNSW knobs (``connectivity`` = M, ``expansion_add``, ``expansion_search``)."""
+    return Index(ndim=dimensions, metric=metric, dtype="f32", **options)
