@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from sovereign.backends.registry import ModelRegistry
-from sovereign.cache.gateway import hook_rag_invalidation
+from sovereign.server.response_cache import hook_rag_invalidation
 from sovereign.cli.main import app
 from sovereign.config import load_settings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder

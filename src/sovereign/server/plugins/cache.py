@@ -12,10 +12,10 @@ import logging
 from collections.abc import Awaitable, Callable
 
 from sovereign.cache.backends.base import CacheBackend
-from sovereign.cache.gateway import hook_rag_invalidation
 from sovereign.cache.service import ResponseCache
 from sovereign.config import Settings, resolve_secret
 from sovereign.errors import ConfigError, ModelNotFoundError
+from sovereign.server.response_cache import hook_rag_invalidation
 from sovereign.server.state import AppState
 
 log = logging.getLogger("sovereign.cache")

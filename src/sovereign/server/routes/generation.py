@@ -18,9 +18,9 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.responses import StreamingResponse
 
 from sovereign.backends.base import ChatBackend, collect
-from sovereign.cache import gateway as response_cache
 from sovereign.errors import SovereignError
 from sovereign.observability import metrics
+from sovereign.server import response_cache
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from sovereign.server.state import get_state, require_api_key
