@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import io
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from rich.console import Console
@@ -48,3 +52,25 @@ async def test_view_rejects_bad_input() -> None:
 def test_agent_command_registered() -> None:
     result = CliRunner().invoke(app, ["agent", "ask", "--help"])
     assert result.exit_code == 0 and "--conversation" in result.output
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_ask_agent_cli_cites_ingested_docs(tmp_path: Path) -> None:
+    """``sovereign ingest`` then ``sovereign ask --agent`` as a user runs them (subprocesses)."""
+    env = {**os.environ, "SOVEREIGN_DATA_DIR": str(tmp_path / "data"), "SOVEREIGN_ENGINE__N_CTX": "2048"}
+    corpus = Path(__file__).resolve().parent.parent / "fixtures" / "docs"
+    ingest = subprocess.run([sys.executable, "-m", "sovereign", "ingest", str(corpus)], env=env,
+                            capture_output=True, text=True, timeout=300)
+    assert ingest.returncode == 0, ingest.stderr
+    answer = subprocess.run(
+        [sys.executable, "-m", "sovereign", "ask", "--agent", "--max-tokens", "48",
+         "What does functools.lru_cache do with its maxsize argument?"],
+        env=env, capture_output=True, text=True, timeout=600,
+    )
+    assert answer.returncode == 0, answer.stderr
+    assert "functools.html" in answer.stdout  # a source pointing at the right page
+    assert "validator:" in answer.stdout and ("grounded" in answer.stdout)
+    bad = subprocess.run([sys.executable, "-m", "sovereign", "ask", "--agent", "   "], env=env,
+                         capture_output=True, text=True, timeout=120)  # bad input: a blank question
+    assert bad.returncode == 1 and "error:" in bad.stderr

@@ -120,7 +120,7 @@ async def test_validator_citations_and_support() -> None:
     assert verdict["status"] == "failed" and verdict["invalid_citations"] == [7]
     assert [s["supported"] for s in verdict["sentences"]] == [True, False]
     feedback = validator.feedback_for(verdict, 2)
-    assert "[7]" in feedback and "Bananas" in feedback
+    assert "[7]" in feedback and "Bananas" in feedback and feedback.startswith("Important:")
     empty, _ = await validator.validate("", sources, FakeEmbedder(), 0.45)
     assert empty["status"] == "failed"
 

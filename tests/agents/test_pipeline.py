@@ -79,7 +79,7 @@ async def test_unsupported_answer_gets_one_feedback_round_then_grounded_false(ma
     backend = await make(model=model)
     result = await collect(backend.stream(request()))
     assert len(model.calls) == 2  # the answer, then one revision: no loop
-    assert "problems" in model.calls[1].messages[-1].content  # the feedback reached the synthesizer
+    assert "Important:" in model.calls[1].messages[0].content  # the feedback reached the synthesizer
     assert REVISION_SEPARATOR in result.text
     assert result.metadata["grounded"] is False and result.metadata["validator"]["rounds"] == 2
 

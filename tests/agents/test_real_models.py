@@ -12,7 +12,7 @@ from sovereign.agents.nodes import validator
 from sovereign.agents.state import AgentDeps
 from sovereign.config import AgentSettings, EmbeddingSettings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
-from sovereign.server.plugins.agents import token_counter
+from sovereign.agents.model_access import token_counter
 from sovereign.testing.agent_fakes import FakeRetriever
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
 

@@ -105,3 +105,9 @@ def test_guard_rejects_near_misses(a: str, b: str, why: str) -> None:
 )
 def test_guard_lets_paraphrases_through(a: str, b: str) -> None:
     assert contrast(a, b) is None
+
+
+def test_server_side_conversations_are_never_cached() -> None:
+    # bad input for a cache: the same words in a conversation whose history lives on the server
+    assert cache_key(replace(chat("And the next one?"), conversation_id="c-1"), tenant="t", chat=True) is None
+    assert cache_key(chat("And the next one?"), tenant="t", chat=True) is not None

@@ -68,8 +68,8 @@ async def run_agent_view(
         InvalidRequestError: empty question or malformed conversation id.
         EngineError / StorageError: the model or the checkpointer cannot start.
     """
+    from sovereign.agents.model_access import token_counter
     from sovereign.backends.registry import engine_factory
-    from sovereign.server.plugins.agents import token_counter
 
     console = console or Console()
     question = check_question(question)

@@ -10,6 +10,9 @@ A cached answer may only be served to a request that would have produced the sam
 - the tenant (API-key identity, ``require_api_key``) so tenants never share answers;
 - for RAG models, the collection and its index version, so a re-ingest changes the scope.
 
+A request that names a ``conversation_id`` is never cached: its answer depends on history kept
+server-side (the agent checkpointer), which no key derived from the request can capture.
+
 The scope key is a hex SHA-256 of a canonical JSON of those fields; the exact key is a SHA-256 of
 the scope key and the normalized query. The semantic layer searches only within one scope.
 """
@@ -56,7 +59,8 @@ def cache_key(
     collection: str | None = None,
     index_version: int | str | None = None,
 ) -> CacheKey | None:
-    """The cache key of ``request``, or None when it has no final user question to key on.
+    """The cache key of ``request``, or None (not cacheable) when it has no final user question to
+    key on or continues a server-side conversation (``conversation_id``).
 
     Args:
         request: the domain request (model already resolved to its public name).
@@ -64,6 +68,8 @@ def cache_key(
         chat: chat completion (True) or text completion (False).
         collection / index_version: for RAG models; part of the scope.
     """
+    if request.conversation_id is not None:
+        return None
     if chat:
         if not request.messages or request.messages[-1].role != "user":
             return None

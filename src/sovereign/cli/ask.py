@@ -53,9 +53,17 @@ def ask(
     top_k: Annotated[int | None, typer.Option("--top-k", "-k", help="Chunks retrieved.")] = None,
     max_tokens: Annotated[int, typer.Option(min=1, help="Answer length in tokens.")] = 256,
     store: Annotated[str | None, typer.Option(help="Override rag.store (embedded or pgvector).")] = None,
+    agent: Annotated[bool, typer.Option("--agent", help="Answer with the multi-agent pipeline (nodes shown live).")]
+    = False,
     config: ConfigOption = None,
 ) -> None:
     """Answer a question from your documents, with numbered citations."""
+    if agent:
+        from sovereign.agents.cli_view import run_agent_view
+
+        settings = settings_from(config, rag={"store": store})
+        asyncio.run(run_agent_view(question, settings, collection=collection, max_tokens=max_tokens))
+        return
     asyncio.run(_run(question, collection, top_k, max_tokens, config, store))
 
 

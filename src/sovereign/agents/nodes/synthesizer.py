@@ -2,8 +2,10 @@
 
 The prompt is: instructions + the numbered sources (system message), the last
 ``agents.history_turns`` question/answer pairs of the conversation, then the question. On the
-validator's feedback round the previous answer and the feedback are appended, and the model
-rewrites. A direct-route answer has no sources and no citation rule.
+validator's feedback round the feedback joins the instructions and the answer is written afresh:
+a fresh prompt rather than "rewrite your previous answer", because small models (SmolLM2-135M)
+echo a rejected draft and the feedback back into the revision. A direct-route answer has no
+sources and no citation rule.
 """
 
 from __future__ import annotations
@@ -43,19 +45,19 @@ def build_messages(
     previous: str = "",
     feedback: str = "",
 ) -> list[ChatMessage]:
-    """The chat messages for one synthesis round (``sources`` None = direct answer)."""
+    """The chat messages for one synthesis round (``sources`` None = direct answer; ``previous``,
+    the rejected draft, is kept for callers but not shown to the model, see the module docstring)."""
+    instructions = GROUNDED_INSTRUCTIONS if not feedback else f"{GROUNDED_INSTRUCTIONS} {feedback}"
     if sources is None:
         system = DIRECT_INSTRUCTIONS
     elif sources:
-        system = f"{GROUNDED_INSTRUCTIONS}\n\nSources:\n\n{format_sources(sources)}"
+        system = f"{instructions}\n\nSources:\n\n{format_sources(sources)}"
     else:
-        system = f"{GROUNDED_INSTRUCTIONS}\n\nSources: none were found."
+        system = f"{instructions}\n\nSources: none were found."
     messages = [ChatMessage("system", system)]
     recent = list(history)[-2 * history_turns :] if history_turns else []
     messages += [ChatMessage("user" if t["role"] == "user" else "assistant", t["content"]) for t in recent]
     messages.append(ChatMessage("user", question))
-    if feedback:
-        messages += [ChatMessage("assistant", previous), ChatMessage("user", feedback)]
     return messages
 
 

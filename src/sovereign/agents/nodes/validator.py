@@ -52,17 +52,18 @@ def citations(sentence: str) -> list[int]:
 
 
 def feedback_for(verdict: dict[str, Any], count: int) -> str:
-    """The synthesizer's feedback message listing what failed."""
-    lines = ["Your answer has problems. Rewrite it using only facts stated in the sources, citing each."]
+    """The synthesizer's feedback: one instruction, then what to fix (short: small models echo
+    long feedback back into the answer)."""
+    fixes: list[str] = []
     if verdict["invalid_citations"]:
         cited = ", ".join(f"[{n}]" for n in verdict["invalid_citations"])
-        lines.append(f"Citations {cited} do not exist: the sources are numbered 1 to {count}.")
-    for sentence in verdict["sentences"]:
-        if not sentence["supported"]:
-            lines.append(f'Not supported by the sources: "{sentence["text"][:160]}"')
+        fixes.append(f"only cite sources [1] to [{count}], not {cited}")
+    unsupported = [s["text"][:120] for s in verdict["sentences"] if not s["supported"]]
+    if unsupported:
+        fixes.append("do not write: " + " / ".join(f'"{t}"' for t in unsupported[:3]))
     if verdict["checked"] == 0:
-        lines.append("The answer says nothing the sources can support.")
-    return "\n".join(lines)
+        fixes.append("answer in full sentences taken from the sources")
+    return "Important: use only facts stated in the sources; " + "; ".join(fixes) + "."
 
 
 async def validate(
