@@ -157,7 +157,9 @@ class AgentSettings(Section):
         "sqlite", description="Where conversations persist: data_dir/agents.sqlite, PostgreSQL, or memory."
     )
     pg_dsn_env: str | None = Field(None, description="Env var holding the PostgreSQL DSN when checkpointer = postgres.")
-    model: str | None = Field(None, description="Chat model the pipeline routes and answers with; unset = engine.model_name.")
+    model: str | None = Field(
+        None, description="Chat model the pipeline routes and answers with; unset = engine.model_name."
+    )
 
 
 class ObservabilitySettings(Section):

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from sovereign.agents.backend import AgentBackend
+from sovereign.agents.model_access import token_counter
 from sovereign.agents.nodes import validator
 from sovereign.agents.state import AgentDeps
 from sovereign.config import AgentSettings, EmbeddingSettings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
-from sovereign.agents.model_access import token_counter
 from sovereign.testing.agent_fakes import FakeRetriever
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
 

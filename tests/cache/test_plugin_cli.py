@@ -10,11 +10,11 @@ import pytest
 from typer.testing import CliRunner
 
 from sovereign.backends.registry import ModelRegistry
-from sovereign.server.response_cache import hook_rag_invalidation
 from sovereign.cli.main import app
 from sovereign.config import load_settings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
 from sovereign.server.plugins import cache as cache_plugin
+from sovereign.server.response_cache import hook_rag_invalidation
 from sovereign.server.state import AppState
 
 pytestmark = pytest.mark.anyio

@@ -248,7 +248,7 @@ class LlamaCppBackend:
         """Generate inside one GenAI span (``chat MODEL``): model, sampling, usage, finish reason."""
         capture = tracing.capture_content()
         sampling = request.sampling
-        attributes = {
+        attributes: dict[str, Any] = {
             "gen_ai.operation.name": "chat" if request.is_chat else "text_completion",
             "gen_ai.provider.name": "llama.cpp",
             "gen_ai.request.model": self.name,

@@ -46,7 +46,7 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[s
         raise NotFoundError(body.get("error", {}).get("message", f"{path} not found"))
     if response.status_code >= 400:
         raise SovereignError(body.get("error", {}).get("message", f"HTTP {response.status_code}"))
-    return body  # type: ignore[no-any-return]
+    return body
 
 
 async def _probe_locally(settings: Settings, name: str | None) -> dict[str, Any]:

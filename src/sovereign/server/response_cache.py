@@ -15,7 +15,7 @@ both, or ``cache: "off"``, bypass. RAG models add their collection and index ver
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,7 +84,7 @@ class CachePlan:
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={**SSE_HEADERS, **self.headers})
 
-    async def wrap(self, chunks: AsyncIterator[GenerationChunk]) -> AsyncIterator[GenerationChunk]:
+    async def wrap(self, chunks: AsyncIterator[GenerationChunk]) -> AsyncGenerator[GenerationChunk, None]:
         """Pass engine chunks through; on the final one add ``cache`` metadata and store the answer."""
         pieces: list[str] = []
         try:

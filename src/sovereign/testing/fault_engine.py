@@ -95,12 +95,9 @@ class FaultEngine:
         }
         if not payload.get("stream"):
             text = " ".join(words)
-            choice = {
-                "index": 0,
-                "finish_reason": "stop",
-                **({"message": {"role": "assistant", "content": text}} if chat else {"text": text}),
-            }
-            await _json(send, 200, {"object": "chat.completion", "choices": [choice], "usage": usage})
+            whole: dict[str, Any] = {"index": 0, "finish_reason": "stop"}
+            whole.update({"message": {"role": "assistant", "content": text}} if chat else {"text": text})
+            await _json(send, 200, {"object": "chat.completion", "choices": [whole], "usage": usage})
             return
         await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"text/event-stream")]})
         if mode == "hang_after_headers":
@@ -109,10 +106,12 @@ class FaultEngine:
             if mode == "drop" and i == 2:
                 raise ConnectionAbortedError("injected mid-stream drop")  # uvicorn cuts the connection
             text = word if i == 0 else " " + word
-            choice = {"index": 0, "finish_reason": None, **({"delta": {"content": text}} if chat else {"text": text})}
+            choice: dict[str, Any] = {"index": 0, "finish_reason": None}
+            choice.update({"delta": {"content": text}} if chat else {"text": text})
             await _event(send, {"object": "chat.completion.chunk", "choices": [choice]})
             await asyncio.sleep(self.delay_s if mode == "slow" else 0)
-        end = {"index": 0, "finish_reason": "stop", **({"delta": {}} if chat else {"text": ""})}
+        tail: dict[str, Any] = {"delta": {}} if chat else {"text": ""}
+        end: dict[str, Any] = {"index": 0, "finish_reason": "stop", **tail}
         await _event(send, {"object": "chat.completion.chunk", "choices": [end]})
         await _event(send, {"object": "chat.completion.chunk", "choices": [], "usage": usage})
         await send({"type": "http.response.body", "body": b"data: [DONE]\n\n", "more_body": False})

@@ -37,7 +37,7 @@ def control_of(request: Request) -> RouteControl:
     control = get_state(request).services.get("routing")
     if control is None:
         raise ConfigError("The routing plugin is not installed.")
-    return control  # type: ignore[no-any-return]
+    return control
 
 
 @router.get("/admin/backends", dependencies=[Depends(require_admin)])
