@@ -76,6 +76,7 @@ def start_gateway(threads: int, n_ctx: int, data_dir: str) -> tuple[subprocess.P
     port = 18000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.update({"SOVEREIGN_DATA_DIR": data_dir, "SOVEREIGN_ENGINE__N_THREADS": str(threads),
+                "SOVEREIGN_CACHE__ENABLED": os.environ.get("BENCH_CACHE", "false"),
                 "SOVEREIGN_ENGINE__N_CTX": str(n_ctx)})
     proc = subprocess.Popen(
         [sys.executable, "-m", "sovereign", "serve", "--port", str(port), "--log-level", "warning"],

@@ -123,6 +123,13 @@ def test_controls_bypass_and_no_cache(client: openai.OpenAI, gateway: LiveServer
     assert 'sovereign_cache_lookups_total{layer="exact",result="hit"}' in metrics
 
 
+def test_server_side_conversation_turns_bypass_the_cache(client: openai.OpenAI) -> None:
+    # the same words twice in a conversation whose history lives on the server must not hit
+    for _ in range(2):
+        status, _text, info = ask(client, "What is the capital of Spain?", extra_body={"conversation_id": "conv-7"})
+        assert status == "bypass" and info["status"] == "bypass"
+
+
 def test_redis_going_down_fails_no_request(client: openai.OpenAI, gateway: LiveServer, redis_proc: Any) -> None:
     assert ask(client, "What is Redis?")[0] == "miss"
     assert ask(client, "What is Redis?")[0] == "hit-exact"

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from fastapi import Request
@@ -147,11 +147,8 @@ async def plan(
         rag = await _rag_scope(state, backend, wire)
     except LookupError:
         return CachePlan(cache, status="bypass")
-    named = GenerationRequest(
-        model=backend.name, sampling=domain.sampling, messages=domain.messages, prompt=domain.prompt, user=domain.user
-    )
     key = cache_key(
-        named,
+        replace(domain, model=backend.name),
         tenant=require_api_key(request),
         chat=chat,
         collection=rag[0] if rag else None,
