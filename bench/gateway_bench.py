@@ -1,6 +1,6 @@
 """Gateway overhead benchmark: llama-cpp-python in-process vs the same model through the gateway.
 
-Run: ``.venv/bin/python bench/gateway_bench.py [--runs 8 --max-tokens 96 --threads 2]``; prints JSON.
+Run: ``.venv/bin/python bench/gateway_bench.py [--runs 16 --max-tokens 96 --threads 2 --cache]``; prints JSON.
 
 (a) ``Llama.create_chat_completion(stream=True)`` called directly in this process;
 (b) ``sovereign serve`` as a separate process, called with the ``openai`` SDK (streaming).
@@ -72,11 +72,11 @@ def direct_once(llm: object, prompt: str, max_tokens: int) -> dict[str, float]:
     }
 
 
-def start_gateway(threads: int, n_ctx: int, data_dir: str) -> tuple[subprocess.Popen[bytes], str]:
+def start_gateway(threads: int, n_ctx: int, data_dir: str, cache: bool = False) -> tuple[subprocess.Popen[bytes], str]:
     port = 18000 + os.getpid() % 1000
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.update({"SOVEREIGN_DATA_DIR": data_dir, "SOVEREIGN_ENGINE__N_THREADS": str(threads),
-                "SOVEREIGN_CACHE__ENABLED": os.environ.get("BENCH_CACHE", "false"),
+                "SOVEREIGN_CACHE__ENABLED": str(cache).lower(),
                 "SOVEREIGN_ENGINE__N_CTX": str(n_ctx)})
     proc = subprocess.Popen(
         [sys.executable, "-m", "sovereign", "serve", "--port", str(port), "--log-level", "warning"],
@@ -132,8 +132,12 @@ def run_interleaved(
     direct, gateway = [], []
     for i in range(runs + 1):
         prompt = PROMPTS[i % len(PROMPTS)] + f" (variant {i})"
-        a = direct_once(llm, prompt, max_tokens)
-        b = stream_once(client, prompt, max_tokens)
+        if i % 2:  # alternate which goes first, so neither always inherits a warmer machine
+            b = stream_once(client, prompt, max_tokens)
+            a = direct_once(llm, prompt, max_tokens)
+        else:
+            a = direct_once(llm, prompt, max_tokens)
+            b = stream_once(client, prompt, max_tokens)
         if i:  # the first pair is warm-up
             direct.append(a)
             gateway.append(b)
@@ -164,10 +168,12 @@ def run_concurrency(url: str, streams: int, max_tokens: int) -> dict[str, float]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--runs", type=int, default=8)
+    parser.add_argument("--runs", type=int, default=16)
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--ctx", type=int, default=2048)
+    parser.add_argument("--cache", action="store_true",
+                        help="Keep the response cache on: every request is a miss, so this measures its cost.")
     args = parser.parse_args()
 
     from llama_cpp import Llama
@@ -177,10 +183,11 @@ def main() -> None:
     model = str(default_model_path())
     llm = Llama(model_path=model, n_ctx=args.ctx, n_threads=args.threads, n_threads_batch=args.threads, verbose=False)
     with tempfile.TemporaryDirectory() as data_dir:
-        proc, url = start_gateway(args.threads, args.ctx, data_dir)
+        proc, url = start_gateway(args.threads, args.ctx, data_dir, cache=args.cache)
         try:
             direct, gateway = run_interleaved(llm, url, args.runs, args.max_tokens)
-            concurrency = [run_concurrency(url, n, args.max_tokens) for n in (1, 4, 8)]
+            # with the cache on, similar prompts would be served from it: throughput only without
+            concurrency = [] if args.cache else [run_concurrency(url, n, args.max_tokens) for n in (1, 4, 8)]
         finally:
             proc.terminate()
             proc.wait(timeout=15)
@@ -192,8 +199,13 @@ def main() -> None:
         "runs": args.runs,
         "direct_llama_cpp_python": a,
         "through_gateway_openai_sdk": b,
+        "response_cache": "on (every request a miss)" if args.cache else "off",
         "decode_tps_ratio_gateway_over_direct": round(b["decode_tokens_per_s"] / a["decode_tokens_per_s"], 3),
+        "decode_tps_ratio_paired_median": round(statistics.median(
+            g["decode_tps"] / d["decode_tps"] for d, g in zip(direct, gateway, strict=True)), 3),
         "ttft_added_ms_p50": round(b["ttft_ms_p50"] - a["ttft_ms_p50"], 2),
+        "ttft_added_ms_paired_median": round(statistics.median(
+            (g["ttft_s"] - d["ttft_s"]) * 1000 for d, g in zip(direct, gateway, strict=True)), 2),
         "concurrency": concurrency,
         "targets": {"decode_ratio_min": 0.97, "ttft_added_ms_p50_max": 5.0},
     }, indent=2))
