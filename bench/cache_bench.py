@@ -257,11 +257,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
         workdir = Path(tmp)
         with redis_server(workdir / "redis") as redis:
-            out["lookup"] = [
-                asyncio.run(backend_latency(kind, size, args.queries, workdir, redis.url))
-                for size in args.sizes
-                for kind in ("sqlite", "redis")
-            ]
+            out["lookup"] = []
+            for size in args.sizes:
+                for kind in ("sqlite", "redis"):
+                    row = asyncio.run(backend_latency(kind, size, args.queries, workdir, redis.url))
+                    print(json.dumps(row), file=sys.stderr, flush=True)  # progress: one line per backend
+                    out["lookup"].append(row)
         out["gateway"] = gateway_latency(workdir, args.requests)
         pairs = load_pairs(PAIRS)
         texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})

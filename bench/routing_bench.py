@@ -132,7 +132,7 @@ async def measure(targets: dict[str, tuple[str, dict[str, str]]]) -> dict[str, o
 
 
 def main() -> None:
-    from sovereign.backends.llamacpp import default_model_path
+    from sovereign.testing.llama_server import llama_server_args
 
     tmp = Path(tempfile.mkdtemp(prefix="routing-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
@@ -147,25 +147,7 @@ def main() -> None:
     try:
         eport, sport, lport = free_port(), free_port(), free_port()
         engine = spawn(
-            [
-                sys.executable,
-                "-m",
-                "llama_cpp.server",
-                "--model",
-                str(default_model_path()),
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(eport),
-                "--model_alias",
-                "bench",
-                "--n_ctx",
-                "1024",
-                "--n_threads",
-                "1",
-                "--interrupt_requests",  # default True: a new request cancels the running stream
-                "False",
-            ],
+            llama_server_args(eport, "bench"),
             "engine.log",
         )
         wait(f"http://127.0.0.1:{eport}/v1/models", engine)

@@ -77,6 +77,7 @@ def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: l
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.update({"SOVEREIGN_DATA_DIR": str(tmp_dir), **(extra_env or {})})
+    tmp_dir.mkdir(parents=True, exist_ok=True)
     log = tmp_dir / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(

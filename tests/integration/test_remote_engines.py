@@ -18,7 +18,7 @@ import httpx
 import openai
 import pytest
 
-from sovereign.backends.llamacpp import default_model_path
+from sovereign.testing.llama_server import llama_server_args
 from tests.conftest import LiveServer, free_port, start_server, wait_ready
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,25 +60,7 @@ def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     """llama-cpp-python's own OpenAI server serving SmolLM2 (the real second engine)."""
     port = free_port()
     proc = Proc(
-        [
-            sys.executable,
-            "-m",
-            "llama_cpp.server",
-            "--model",
-            str(default_model_path()),
-            "--host",
-            "127.0.0.1",
-            "--port",
-            str(port),
-            "--model_alias",
-            "smol-remote",
-            "--n_ctx",
-            "1024",
-            "--n_threads",
-            "1",
-            "--interrupt_requests",
-            "False",
-        ],
+        llama_server_args(port, "smol-remote"),
         port,
         tmp_path_factory.mktemp("llama") / "llama.log",
         "/v1/models",
