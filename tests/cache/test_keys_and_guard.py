@@ -89,6 +89,8 @@ def test_request_mode_and_reproducibility() -> None:
             "How do I access a module written in C from Python?",
             "direction",
         ),
+        ("How do I keep editors from inserting tabs?", "How do I make editors insert tabs?", "negation"),
+        ("How do I avoid blocking in connect()?", "How do I block in connect()?", "negation"),
     ],
 )
 def test_guard_rejects_near_misses(a: str, b: str, why: str) -> None:
@@ -101,6 +103,7 @@ def test_guard_rejects_near_misses(a: str, b: str, why: str) -> None:
         ("How do I copy a file?", "How can I copy a file?"),
         ("Why doesn't list.sort() return the sorted list?", "Why does list.sort() not return the sorted list?"),
         ("How do I create a .pyc file?", "How do I generate a .pyc file?"),
+        ("How do I keep editors from inserting tabs?", "How do I stop editors from inserting tabs?"),
     ],
 )
 def test_guard_lets_paraphrases_through(a: str, b: str) -> None:

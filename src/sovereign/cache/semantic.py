@@ -23,7 +23,11 @@ import numpy as np
 
 EXACT_BELOW = 4096
 
-_NEGATION = re.compile(r"\b(?:not|no|never|without|cannot|none|nothing|neither|nor|nobody)\b|n't\b")
+# Negation words, plus the verbs that negate their object ("keep/stop/prevent X from doing", "avoid").
+_NEGATION = re.compile(
+    r"\b(?:not|no|never|without|cannot|none|nothing|neither|nor|nobody|avoid|prevent)\b|n't\b"
+    r"|\b(?:keep|stop)\s+(?:\w+\s+){0,3}?from\b"
+)
 # Antonym groups: (pole 0 words, pole 1 words, strict). Strict groups conflict when one question
 # names a pole and the other names the other pole *or none* ("sort" vs "sort descending"); loose
 # groups only when both name a pole and the poles differ ("read the file" vs "get the file" pass).
