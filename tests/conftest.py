@@ -95,10 +95,15 @@ def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: l
 
 @pytest.fixture(scope="session")
 def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One gateway process on the embedded default (SmolLM2 + MiniLM), shared by the session."""
+    """One gateway process on the embedded default (SmolLM2 + MiniLM), shared by the session.
+
+    The response cache is off, so every request (streams compared with their JSON twins included)
+    reaches the engine; the cache has its own gateway tests (tests/cache/test_gateway_cache.py).
+    """
     server = start_server(
         tmp_path_factory.mktemp("server"),
-        {"SOVEREIGN_SERVER__MAX_BODY_BYTES": "65536", "SOVEREIGN_ENGINE__N_CTX": "2048"},
+        {"SOVEREIGN_SERVER__MAX_BODY_BYTES": "65536", "SOVEREIGN_ENGINE__N_CTX": "2048",
+         "SOVEREIGN_CACHE__ENABLED": "false"},
     )
     yield server
     server.stop()

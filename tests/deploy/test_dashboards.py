@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import pytest
 import yaml
 
 from tests.deploy.promql import DASHBOARDS, dashboard_exprs
+from tests.deploy.test_rules import needs_promtool
 
 
 def test_the_four_dashboards_exist() -> None:
@@ -45,7 +45,7 @@ def test_dashboard_structure(path: Path) -> None:
                 "$model", ""), target["expr"]  # only known variables
 
 
-@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool missing")
+@needs_promtool
 def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     """Each query, variables substituted, as a recording rule that ``promtool check rules`` parses."""
     rules = []

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import re
 
 import pytest
 from prometheus_client.metrics import MetricWrapperBase
@@ -33,6 +34,17 @@ def test_every_metric_follows_conventions() -> None:
             assert metric._multiprocess_mode != "all", metric._name  # say how workers combine
         if metric._type == "histogram":
             assert metric._name.endswith(("_seconds", "_per_second")), metric._name
+
+
+def test_every_metric_is_recorded_somewhere() -> None:
+    """A family defined in metrics.py but never updated would be an empty panel or a silent alert."""
+    from pathlib import Path
+
+    src = Path(metrics.__file__).resolve().parents[1]
+    code = "\n".join(p.read_text() for p in src.rglob("*.py"))  # a definition is not a NAME.method( call
+    unused = [name for name, value in vars(metrics).items()
+              if isinstance(value, MetricWrapperBase) and not re.search(rf"\b{name}\.\w+\(", code)]
+    assert not unused, unused
 
 
 def test_json_formatter_carries_request_id_and_extras() -> None:

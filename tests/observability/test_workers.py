@@ -1,8 +1,9 @@
 """Two uvicorn workers with tracing on: multiprocess metrics, one trace per request, JSON logs.
 
 One process group serves all three checks (start-up is the slow part on a 2-core machine):
-``uvicorn --workers 2`` with ``PROMETHEUS_MULTIPROC_DIR`` set, the OTLP/HTTP exporter pointed at
-:class:`OtlpSink`, and stderr captured to a file.
+``sovereign serve --workers 2`` (which points ``PROMETHEUS_MULTIPROC_DIR`` at
+``data_dir/prometheus-multiproc`` and empties it: a stale file from an earlier run is planted
+there first), the OTLP/HTTP exporter pointed at :class:`OtlpSink`, and stderr captured to a file.
 """
 
 from __future__ import annotations
@@ -36,29 +37,30 @@ class Cluster:
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
     tmp = tmp_path_factory.mktemp("workers")
-    (tmp / "prom").mkdir()
+    prom = tmp / "data" / "prometheus-multiproc"
+    prom.mkdir(parents=True)
+    (prom / "counter_999999.db").write_bytes(b"stale, unreadable: must be wiped at start")
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_") and k != "PROMETHEUS_MULTIPROC_DIR"}
     with OtlpSink() as sink:
         env.update({
             "SOVEREIGN_DATA_DIR": str(tmp / "data"),
             "SOVEREIGN_ENGINE__N_CTX": "1024",
             "SOVEREIGN_ENGINE__N_THREADS": "1",
             "SOVEREIGN_OBSERVABILITY__OTLP_ENDPOINT": sink.endpoint,
-            "PROMETHEUS_MULTIPROC_DIR": str(tmp / "prom"),
             "OTEL_BSP_SCHEDULE_DELAY": "200",  # the SDK's own knob: export every 0.2 s
         })
         log = tmp / "server.log"
         with log.open("wb") as out:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "uvicorn", "sovereign.server.asgi:create", "--factory",
-                 "--workers", "2", "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning"],
+                [sys.executable, "-m", "sovereign", "serve", "--workers", "2", "--port", str(port),
+                 "--log-level", "warning"],
                 cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
             )
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url + "/readyz", proc, log, timeout=150)
-            yield Cluster(url, sink, log, tmp / "prom")
+            yield Cluster(url, sink, log, prom)
         finally:
             proc.terminate()
             try:
@@ -94,7 +96,7 @@ def test_counters_add_up_across_workers(cluster: Cluster) -> None:
         assert samples[("sovereign_data_volume_free_bytes", ())] > 0
     assert len(ids) == n  # a distinct generated request id each
     pids = {p.stem.rsplit("_", 1)[1] for p in cluster.prom_dir.glob("counter_*.db")}
-    assert len(pids) >= 2  # both workers wrote their own samples
+    assert len(pids) >= 2 and "999999" not in pids  # both workers wrote samples; the stale file is gone
 
 
 def test_one_request_is_one_trace_without_prompt_text(cluster: Cluster) -> None:

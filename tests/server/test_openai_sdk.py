@@ -51,7 +51,9 @@ def test_chat_stream_matches_json_and_reports_usage(client: openai.OpenAI) -> No
     kwargs = dict(
         model=MODEL, messages=[{"role": "user", "content": "Name three colors."}], max_tokens=24, temperature=0
     )
-    whole = client.chat.completions.create(**kwargs).choices[0].message.content
+    raw = client.chat.completions.with_raw_response.create(**kwargs)
+    assert "x-sovereign-cache" not in raw.headers  # the engine answered (cache off on this server)
+    whole = raw.parse().choices[0].message.content
     stream = client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
     parts, finish, usage = [], None, None
     for chunk in stream:
@@ -155,6 +157,13 @@ def test_malformed_json_and_oversized_body(live_server: LiveServer) -> None:
     too_big = httpx.post(live_server.url + "/v1/chat/completions", json=huge)
     assert too_big.status_code == 413
     assert too_big.json()["error"]["code"] == "request_too_large"
+    # the same body chunked (no Content-Length): the limit applies to the bytes received
+    payload = json.dumps(huge).encode()
+    chunked = httpx.post(live_server.url + "/v1/chat/completions", headers={"content-type": "application/json"},
+                         content=(payload[i : i + 8192] for i in range(0, len(payload), 8192)))
+    assert "content-length" not in chunked.request.headers
+    assert chunked.status_code == 413, chunked.text
+    assert chunked.json()["error"]["code"] == "request_too_large"
 
 
 def test_bad_embedding_requests(live_server: LiveServer) -> None:

@@ -11,6 +11,20 @@ import typer
 from sovereign.cli.common import ConfigOption, settings_from
 
 
+def multiprocess_metrics_dir(data_dir: Path) -> Path:
+    """The directory prometheus-client's multiprocess mode shares between workers, emptied.
+
+    ``PROMETHEUS_MULTIPROC_DIR`` when the operator set it, else ``data_dir/prometheus-multiproc``.
+    It must be empty when the workers start: files left by an earlier run would be summed into
+    the new run's counters (prometheus-client docs, "Multiprocess Mode").
+    """
+    path = Path(os.environ.get("PROMETHEUS_MULTIPROC_DIR") or data_dir / "prometheus-multiproc")
+    path.mkdir(parents=True, exist_ok=True)
+    for stale in path.glob("*.db"):
+        stale.unlink()
+    return path
+
+
 def serve(
     config: ConfigOption = None,
     host: Annotated[str | None, typer.Option(help="Interface to bind (default 127.0.0.1).")] = None,
@@ -48,6 +62,7 @@ def serve(
             os.environ[f"SOVEREIGN_{name}"] = str(value)
     if config is not None:
         os.environ["SOVEREIGN_CONFIG"] = str(config)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiprocess_metrics_dir(settings.data_dir))
     uvicorn.run(
         "sovereign.server.asgi:create", factory=True, workers=workers, host=settings.server.host,
         port=settings.server.port, log_level=log_level, timeout_graceful_shutdown=5,

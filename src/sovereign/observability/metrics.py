@@ -48,7 +48,7 @@ REQUESTS = Counter(
 )
 REQUEST_DURATION = Histogram(
     "sovereign_request_duration_seconds", "HTTP request duration, from receipt to last byte.",
-    ["route", "model"], buckets=LATENCY_BUCKETS,
+    ["route", "model", "status"], buckets=LATENCY_BUCKETS,
 )
 REQUESTS_IN_FLIGHT = Gauge(
     "sovereign_requests_in_flight", "HTTP requests being served now.", multiprocess_mode="livesum"
@@ -145,9 +145,4 @@ AGENT_NODE_DURATION = Histogram(
 )
 AGENT_DEGRADED = Counter(
     "sovereign_agent_degraded_total", "Agent runs that fell back to the simple path, by failing node.", ["node"]
-)
-
-# -- feature flags / rollout ------------------------------------------------------------------
-ROLLOUT_DECISIONS = Counter(
-    "sovereign_rollout_decisions_total", "Canary controller decisions.", ["flag", "decision"]
 )

@@ -135,18 +135,22 @@ class GatewayMiddleware:
         request_id = state["request_id"]
         status = 500
         received = 0
+        too_large = False
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, too_large
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body_bytes:
+                    too_large = True
                     raise _BodyTooLarge
             return message
 
         async def send_wrapper(message: Message) -> None:
             nonlocal status
+            if too_large:
+                return  # FastAPI answers a failed body read with a 400; the 413 below replaces it
             if message["type"] == "http.response.start":
                 status = message["status"]
                 message.setdefault("headers", [])
@@ -155,17 +159,18 @@ class GatewayMiddleware:
 
         metrics.REQUESTS_IN_FLIGHT.inc()
         try:
-            await self.app(scope, limited_receive, send_wrapper)
-        except _BodyTooLarge:
-            status = 413
-            await self._reject(send, request_id)
+            with contextlib.suppress(_BodyTooLarge):
+                await self.app(scope, limited_receive, send_wrapper)
+            if too_large:  # a body without Content-Length (chunked) grew past the limit
+                status = 413
+                await self._reject(send, request_id)
         finally:
             metrics.REQUESTS_IN_FLIGHT.dec()
             seconds = time.perf_counter() - state["t0"]
             route = route_label(scope)
             model = state.get("model", "")
             metrics.REQUESTS.labels(route=route, model=model, status=str(status)).inc()
-            metrics.REQUEST_DURATION.labels(route=route, model=model).observe(seconds)
+            metrics.REQUEST_DURATION.labels(route=route, model=model, status=str(status)).observe(seconds)
             _finish_span(current, scope, route, status, state)
             _access(scope, route, status, seconds, state)
 
