@@ -116,3 +116,24 @@ def test_sizes_parse() -> None:
         with pytest.raises(InvalidRequestError) as err:
             parse_bytes(bad)
         assert err.value.param == "gpu_memory"
+
+
+@pytest.mark.parametrize(
+    ("fixture", "model", "avx2", "avx512", "neon", "flags"),
+    [
+        ("xeon-avx512.txt", "Intel(R) Xeon(R) Platinum 8358 CPU @ 2.60GHz", True, True, False,
+         {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni"}),
+        ("graviton3-neon.txt", None, False, False, True, {"asimd", "asimddp", "sve", "i8mm"}),
+    ],
+)
+def test_cpu_instruction_sets_from_cpuinfo(
+    fixture: str, model: str | None, avx2: bool, avx512: bool, neon: bool, flags: set[str]
+) -> None:
+    from sovereign.hardware.detect import detect_cpu
+
+    cpu = detect_cpu(Path(__file__).resolve().parent.parent / "fixtures" / "cpuinfo" / fixture)
+    assert (cpu.avx2, cpu.avx512, cpu.neon) == (avx2, avx512, neon)
+    assert flags <= set(cpu.flags)
+    assert ("avx512f" in cpu.flags) == avx512
+    if model is not None:
+        assert cpu.model == model

@@ -85,3 +85,15 @@ def test_context_beyond_model_maximum_is_an_error() -> None:
     assert err.value.param == "context" and "40960" in err.value.message and "--yarn" in err.value.message
     with pytest.raises(InvalidRequestError, match="kv_cache"):
         plan(facts, target("rtx-4090-laptop"), context=1024, cache="int3")
+
+
+def test_bad_numbers_name_their_field_and_unservable_caches_are_explained() -> None:
+    facts = read_model(CONFIGS / "qwen3-4b")
+    for field, kwargs in (("concurrency", {"context": 4096, "concurrency": 0}), ("context", {"context": -1})):
+        with pytest.raises(InvalidRequestError) as err:
+            plan(facts, target("rtx-4090-laptop"), **kwargs)
+        assert err.value.param == field and field in err.value.message
+    # bad input: a KV cache type vLLM and SGLang do not offer; llama.cpp still plans it, with a note
+    p = plan(facts, target("rtx-4090-laptop"), context=8192, cache="q4_0")
+    assert p.recommended is not None and p.recommended.engine == "llamacpp"
+    assert any(n.startswith("vllm skipped: it has no q4_0 KV cache") for n in p.notes)

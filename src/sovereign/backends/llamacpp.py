@@ -205,8 +205,10 @@ class LlamaCppBackend:
         """Token ids of plain ``text`` (no BOS, no template)."""
         return list(self._require().tokenize(text.encode(), add_bos=False, special=False))
 
-    def kv_cache_bytes(self) -> int:
-        """Bytes llama.cpp allocates for the KV cache of a context with this engine's parameters.
+    def kv_cache_bytes(self, cache: str = "fp16") -> int:
+        """Bytes llama.cpp allocates for the KV cache of a context with this engine's parameters,
+        K and V stored as ``cache`` (``fp16``, ``q8_0`` or ``q4_0``; quantized V needs flash attention,
+        which is then switched on for the probe context, as ``--cache-type-v`` does in llama.cpp).
 
         ``llama_state_get_size`` is the size of a serialized state, not the cache. llama.cpp reports
         its own allocation when it creates a context (``llama_kv_cache: <dev> KV buffer size = X MiB``,
@@ -216,6 +218,7 @@ class LlamaCppBackend:
 
         Raises:
             EngineUnavailableError: the model is not loaded, or llama.cpp reported no KV buffer.
+            KeyError: an unknown ``cache`` type.
         """
         import ctypes
         import re
@@ -223,7 +226,13 @@ class LlamaCppBackend:
         import llama_cpp
         from llama_cpp._logger import llama_log_callback as restore
 
+        ggml_type = {"fp16": llama_cpp.GGML_TYPE_F16, "q8_0": llama_cpp.GGML_TYPE_Q8_0,
+                     "q4_0": llama_cpp.GGML_TYPE_Q4_0}[cache]
         llm = self._require()
+        params = llama_cpp.llama_context_params.from_buffer_copy(llm.context_params)
+        params.type_k = params.type_v = ggml_type
+        if cache != "fp16":
+            params.flash_attn_type = llama_cpp.LLAMA_FLASH_ATTN_TYPE_ENABLED
         lines: list[str] = []
 
         @llama_cpp.llama_log_callback
@@ -232,7 +241,7 @@ class LlamaCppBackend:
 
         llama_cpp.llama_log_set(capture, ctypes.c_void_p(0))
         try:
-            ctx = llama_cpp.llama_init_from_model(llm._model.model, llm.context_params)
+            ctx = llama_cpp.llama_init_from_model(llm._model.model, params)
             if ctx:
                 llama_cpp.llama_free(ctx)
         finally:

@@ -48,7 +48,7 @@ class EngineProfile:
 PROFILES: dict[str, EngineProfile] = {
     "vllm": EngineProfile(("bf16", "fp8"), ("bf16", "fp8"), 0.90, 1 * GiB, 2048, True),
     "sglang": EngineProfile(("bf16", "fp8"), ("bf16", "fp8"), 0.90, 1 * GiB, 2048, True),
-    "llamacpp": EngineProfile(("fp16", "q8_0", "q6_k", "q4_k_m", "q4_0"), ("fp16", "q8_0", "q4_0"),
+    "llamacpp": EngineProfile(("fp16", "q8_0", "q6_k", "q4_k_m", "q4_0"), ("fp16", "q8_0", "q4_0", "bf16"),
                               0.95, 384 * 1024**2, 512, False),
 }
 ENGINE_ORDER = ("vllm", "sglang", "llamacpp")
@@ -162,8 +162,9 @@ def plan(
         ContextLengthExceededError: ``context`` exceeds the model's maximum (``param="context"``).
         InvalidRequestError: non-positive context/concurrency, unknown engine / weights / cache.
     """
-    if context <= 0 or concurrency <= 0:
-        raise InvalidRequestError("context and concurrency must be positive integers.", param="context")
+    for name, value in (("context", context), ("concurrency", concurrency)):
+        if value <= 0:
+            raise InvalidRequestError(f"{name}: must be a positive integer, got {value}.", param=name)
     if context > facts.max_context:
         hint = ""
         if facts.architecture.startswith("qwen") and not facts.rope_scaling:
@@ -188,11 +189,12 @@ def plan(
         notes.append(f"{engine} cannot serve this model on {gpu.name}: {reason or 'GGUF files need llama.cpp.'}")
     options: list[Option] = []
     for eng in engines:
+        if cache and cache not in PROFILES[eng].caches:
+            notes.append(f"{eng} skipped: it has no {cache} KV cache (it offers {', '.join(PROFILES[eng].caches)}).")
+            continue
         caches = [cache] if cache else list(PROFILES[eng].caches)
         for wf in _formats(facts, eng, cc, weights):
-            for c in caches:
-                if c in PROFILES[eng].caches or (eng == "llamacpp" and c in ("fp16", "bf16", "q8_0", "q4_0")):
-                    options.append(_option(facts, gpu, eng, wf, c, context, concurrency))
+            options.extend(_option(facts, gpu, eng, wf, c, context, concurrency) for c in caches)
     recommended = next((o for o in options if o.fits), None)
     if recommended is None:
         partial = [o for o in options if o.engine == "llamacpp" and o.gpu_layers > 0]
