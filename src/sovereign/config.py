@@ -52,7 +52,6 @@ class ServerSettings(Section):
     admin_keys_env: str | None = Field(
         None, description="Name of an environment variable holding comma-separated admin API keys."
     )
-    request_timeout_s: float = Field(600.0, gt=0, description="Upper bound on one request's duration.")
 
 
 class EngineSettings(Section):

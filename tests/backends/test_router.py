@@ -13,6 +13,7 @@ from sovereign.backends.base import collect
 from sovereign.backends.breaker import BreakerState, CircuitBreaker
 from sovereign.backends.context_fit import fit_request, select_messages
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status
+from sovereign.backends.registry import ModelRegistry
 from sovereign.backends.router import Deployment, Router, RoutingPolicy, StreamInterruptedError
 from sovereign.config import BackendsSettings, DeploymentSettings
 from sovereign.errors import (
@@ -20,6 +21,7 @@ from sovereign.errors import (
     ContextLengthExceededError,
     EngineOverloadedError,
     EngineUnavailableError,
+    ModelNotFoundError,
     UnsupportedParameterError,
 )
 from sovereign.server.plugins.routing import validate_backends
@@ -215,3 +217,71 @@ def test_unknown_alias_and_default_route_are_config_errors() -> None:
         validate_backends(BackendsSettings(aliases={"x": "nope"}), "embedded-model")
     with pytest.raises(ConfigError, match="default_route"):
         validate_backends(BackendsSettings(default_route="nope"), "embedded-model")
+
+
+def _long_chat() -> GenerationRequest:
+    """A conversation whose byte bound exceeds a 512-token window, so fitting must count tokens."""
+    return request(*[f"turn {i} " + "word " * 60 for i in range(9)], max_tokens=8)
+
+
+async def test_tokenize_failure_resolves_the_half_open_trial() -> None:
+    """Counting tokens for fitting fails on a half-open deployment: the trial must not stay claimed."""
+    now = [0.0]
+    tokenize_up = [False]
+    calls: list[tuple[str, str]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append((req.url.host, req.url.path))
+        if req.url.path == "/tokenize":
+            if not tokenize_up[0]:
+                return httpx.Response(503, json={"error": {"message": "tokenizer down"}})
+            return httpx.Response(200, json={"count": len(json.loads(req.content)["prompt"].split())})
+        return httpx.Response(200, content=sse("from " + req.url.host), headers={"content-type": "text/event-stream"})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        a = deployment("a", client, engine="vllm", window=512)
+        a.breaker = CircuitBreaker("a", failure_threshold=1, cooldown_s=10, clock=lambda: now[0])
+        b = deployment("b", client, weight=0)  # openai profile: estimates, never calls /tokenize
+        router = Router("m", [a, b], FAST)
+        a.breaker.record_failure()
+        now[0] = 10.0
+        assert a.breaker.state is BreakerState.HALF_OPEN
+        result = await collect(router.stream(_long_chat()))  # a's trial: /tokenize answers 503
+        assert result.metadata["route"]["deployment"] == "b"
+        assert ("a", "/v1/chat/completions") not in calls
+        assert a.breaker.state is BreakerState.OPEN  # the trial failed: reopened, not stuck half-open
+        tokenize_up[0] = True
+        assert await a.probe()  # the deployment recovered: the probe grants a new trial at once
+        result = await collect(router.stream(_long_chat()))
+        assert result.metadata["route"]["deployment"] == "a" and a.breaker.state is BreakerState.CLOSED
+
+
+async def test_unexpected_error_while_fitting_releases_the_half_open_trial() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        raise RuntimeError("a bug, not the engine's fault")
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        a = deployment("a", client, engine="vllm", window=512)
+        now = [0.0]
+        a.breaker = CircuitBreaker("a", failure_threshold=1, cooldown_s=10, clock=lambda: now[0])
+        a.breaker.record_failure()
+        now[0] = 10.0
+        with pytest.raises(RuntimeError):
+            await collect(Router("m", [a], FAST).stream(_long_chat()))
+        assert a.breaker.state is BreakerState.HALF_OPEN and a.breaker.allow()  # trial free again
+
+
+def test_registry_lists_and_resolves_aliases() -> None:
+    client = httpx.AsyncClient(transport=httpx.MockTransport(Script()))
+    registry = ModelRegistry()
+    backend = deployment("a", client, engine="vllm").backend
+    backend.name = "chat"
+    registry.add_chat(backend, aliases=["gpt-4o-mini"])
+    rows = registry.models()
+    assert [(r.id, r.kind, r.owned_by, r.alias_of) for r in rows] == [
+        ("chat", "chat", "vllm", None),
+        ("gpt-4o-mini", "chat", "vllm", "chat"),
+    ]
+    assert registry.model("gpt-4o-mini").alias_of == "chat" and registry.chat("gpt-4o-mini") is backend
+    with pytest.raises(ModelNotFoundError):
+        registry.model("nope")

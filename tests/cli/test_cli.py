@@ -51,3 +51,19 @@ def test_serve_rejects_a_missing_model_file(tmp_path: Path) -> None:
     result = run_cli("serve", "--model", str(tmp_path / "missing.gguf"))
     assert result.returncode != 0
     assert "missing.gguf" in result.stderr
+
+
+def test_models_lists_configured_deployments_without_contacting_them(tmp_path: Path) -> None:
+    config = tmp_path / "sovereign.toml"
+    config.write_text(
+        '[backends.aliases]\n"gpt-4o-mini" = "remote-chat"\n'
+        "[[backends.deployments]]\n"
+        'name = "vllm-a"\nmodel = "remote-chat"\nengine = "vllm"\n'
+        'base_url = "http://127.0.0.1:9/v1"\n'  # the discard port: nothing answers there
+    )
+    result = run_cli("models", "--config", str(config), env={"COLUMNS": "200"}, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = {line.split("│")[1].strip(): line for line in result.stdout.splitlines() if line.count("│") >= 3}
+    assert "vllm-a (vllm)" in rows["remote-chat"]
+    assert "alias of remote-chat" in rows["gpt-4o-mini"]
+    assert "smollm2-135m-instruct" in rows and "default" in rows

@@ -131,8 +131,13 @@ HI = [{"role": "user", "content": "Say hi."}]
 
 
 def test_models_lists_public_names_and_aliases(client: openai.OpenAI) -> None:
-    ids = {m.id for m in client.models.list()}
-    assert {"resilient", "trim", "smol-remote", "default", "smollm2-135m-instruct"} <= ids
+    models = {m.id: m for m in client.models.list()}
+    assert {"resilient", "trim", "smol-remote", "default", "smollm2-135m-instruct", "gpt-4o-mini"} <= set(models)
+    alias = client.models.retrieve("gpt-4o-mini")  # an alias resolves like a model (was 404)
+    assert alias.id == "gpt-4o-mini" and alias.object == "model"
+    assert alias.owned_by == models["resilient"].owned_by
+    with pytest.raises(openai.NotFoundError):
+        client.models.retrieve("no-such-model")
 
 
 def test_retries_with_backoff_before_first_token(client: openai.OpenAI, fault: Proc) -> None:
@@ -178,6 +183,29 @@ def test_fallback_json_and_stream_then_breaker_half_open_and_close(
         route_of(client.chat.completions.create(model="resilient", messages=HI, max_tokens=4))["deployment"] == "fault"
     )
     assert breaker(gateway, "fault") == "closed"
+
+
+def test_stream_falls_back_after_pre_first_token_failures(gateway: LiveServer, fault: Proc) -> None:
+    """Every retry on the fault engine gets a 500 before any token: the stream is served by the
+    fallback and the client sees a clean stream, no error event."""
+    arm(fault, "status", times=3, status=500)  # retry_attempts = 3: all of them fail
+    before = fault_requests(fault)
+    body = {"model": "resilient", "messages": HI, "max_tokens": 6, "stream": True}
+    with httpx.stream("POST", gateway.url + "/v1/chat/completions", json=body, timeout=60) as response:
+        assert response.status_code == 200
+        events = [line[6:] for line in response.iter_lines() if line.startswith("data: ")]
+    assert fault_requests(fault) - before == 3
+    assert events[-1] == "[DONE]"
+    payloads = [json.loads(e) for e in events[:-1]]
+    assert not [p for p in payloads if "error" in p]
+    assert "".join(c["delta"].get("content") or "" for p in payloads for c in p.get("choices") or [])
+    route = next(p["sovereign"]["route"] for p in payloads if "sovereign" in p)
+    assert route["deployment"] == "remote-llama" and route["fallbacks"] == 1
+    # leave the fault engine's breaker closed for the next tests (3 failures opened it)
+    arm(fault, "ok", times=0)
+    time.sleep(1.6)
+    response = httpx.post(gateway.url + "/v1/chat/completions", json={**body, "stream": False}, timeout=60)
+    assert response.json()["sovereign"]["route"]["deployment"] == "fault" and breaker(gateway, "fault") == "closed"
 
 
 @pytest.mark.parametrize("mode", ["hang", "hang_after_headers"])

@@ -40,11 +40,12 @@ def engine_factory(kind: str) -> EngineFactory:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """One row of ``/v1/models``."""
+    """One row of ``/v1/models``; ``alias_of`` names the public model an alias resolves to."""
 
     id: str
     kind: str  # "chat" or "embedding"
     owned_by: str
+    alias_of: str | None = None
 
 
 class ModelRegistry:
@@ -99,9 +100,35 @@ class ModelRegistry:
         return dict(self._chat)
 
     def models(self) -> list[ModelInfo]:
-        rows = [ModelInfo(n, "chat", b.capabilities.owned_by) for n, b in self._chat.items()]
-        rows += [ModelInfo(n, "embedding", "sovereign") for n in self._embedding]
-        return rows
+        """Every name a request may use: chat models, their aliases, embedding models, their aliases.
+
+        An alias row has the kind and ``owned_by`` of its target, so clients see it as a model.
+        """
+        chat = [ModelInfo(n, "chat", b.capabilities.owned_by) for n, b in self._chat.items()]
+        embedding = [ModelInfo(n, "embedding", "sovereign") for n in self._embedding]
+        chat_aliases: list[ModelInfo] = []
+        embedding_aliases: list[ModelInfo] = []
+        for alias, target in self._aliases.items():
+            if alias in self._chat or alias in self._embedding:
+                continue  # the name is already listed once
+            if target in self._chat:
+                chat_aliases.append(ModelInfo(alias, "chat", self._chat[target].capabilities.owned_by, target))
+            elif target in self._embedding:
+                embedding_aliases.append(ModelInfo(alias, "embedding", "sovereign", target))
+        return chat + chat_aliases + embedding + embedding_aliases
+
+    def model(self, name: str) -> ModelInfo:
+        """The ``/v1/models`` row for ``name`` (a model or an alias).
+
+        Raises:
+            ModelNotFoundError: no model or alias is called ``name``.
+        """
+        for row in self.models():
+            if row.id == name:
+                return row
+        raise ModelNotFoundError(
+            f"The model {name!r} does not exist. GET /v1/models lists the available ones.", param="model"
+        )
 
     def all_ready(self) -> bool:
         return all(b.ready for b in self._chat.values())

@@ -37,7 +37,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait
 
 from sovereign.backends.base import Capabilities, ChatBackend, collect
 from sovereign.backends.breaker import BreakerState, CircuitBreaker
-from sovereign.backends.context_fit import TrimPolicy, fit_request
+from sovereign.backends.context_fit import FitResult, TrimPolicy, fit_request
 from sovereign.config import BackendsSettings
 from sovereign.errors import (
     ContextLengthExceededError,
@@ -285,15 +285,10 @@ class Router:
                 continue
             if previous is not None:
                 metrics.ENGINE_FALLBACKS.labels(model=self.name, from_engine=previous, to_engine=dep.name).inc()
+            # From allow() until _open returns, every exit resolves a claimed half-open trial: engine
+            # errors are charged to the breaker (by _fit or _open), anything else releases it.
             try:
-                fit = await fit_request(
-                    request,
-                    context_window=dep.context_window,
-                    count=dep.count,
-                    reserve_output_tokens=self.policy.reserve_output_tokens,
-                    policy=self.policy.trim_policy,
-                    keep_head=self.policy.keep_head_messages,
-                )
+                fit = await self._fit(dep, request)
                 first, chunks, retries = await self._open(dep, fit.request, deadline)
             except (ContextLengthExceededError, UnsupportedParameterError) as exc:
                 dep.breaker.release()
@@ -303,11 +298,14 @@ class Router:
             except InvalidRequestError:
                 dep.breaker.release()
                 raise
-            except EngineError as exc:
+            except EngineError as exc:  # the breaker was charged where it was raised
                 metrics.ENGINE_ERRORS.labels(engine=dep.name, kind=type(exc).__name__).inc()
                 errors.append((dep.name, exc))
                 previous = dep.name
                 continue
+            except BaseException:  # cancelled (client gone), or a bug: not the engine's fault
+                dep.breaker.release()
+                raise
             route = {
                 "deployment": dep.name,
                 "retries": retries,
@@ -334,6 +332,27 @@ class Router:
             yield chunk
             return
         raise self._exhausted(errors)
+
+    async def _fit(self, dep: Deployment, request: GenerationRequest) -> FitResult:
+        """``request`` fitted to ``dep``'s window (:func:`fit_request` with this route's policy).
+
+        Raises:
+            ContextLengthExceededError: it cannot fit ``dep``'s window (the breaker is not charged).
+            EngineError: counting tokens failed (e.g. the tokenize endpoint is down); this charges
+                ``dep``'s breaker like a failed generation, so a claimed half-open trial is resolved.
+        """
+        try:
+            return await fit_request(
+                request,
+                context_window=dep.context_window,
+                count=dep.count,
+                reserve_output_tokens=self.policy.reserve_output_tokens,
+                policy=self.policy.trim_policy,
+                keep_head=self.policy.keep_head_messages,
+            )
+        except EngineError:
+            dep.breaker.record_failure()
+            raise
 
     async def _open(
         self, dep: Deployment, request: GenerationRequest, deadline: float

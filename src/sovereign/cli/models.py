@@ -1,4 +1,4 @@
-"""``sovereign models``: list the models this configuration serves."""
+"""``sovereign models``: list the models this configuration serves (read from it; no engine is contacted)."""
 
 from __future__ import annotations
 
@@ -7,21 +7,50 @@ from rich.console import Console
 from rich.table import Table
 
 from sovereign.cli.common import ConfigOption, settings_from
+from sovereign.config import Settings
+
+
+def model_rows(settings: Settings) -> list[tuple[str, str, str]]:
+    """``(model, kind, engine)`` rows for every public name the gateway would serve.
+
+    The embedded chat and embedding models, each ``[[backends.deployments]]`` route (replacing the
+    embedded model when it reuses its name) with its deployments in fallback order, the aliases, and
+    the switchable ``backends.default_model``. Nothing is loaded or contacted.
+
+    Raises:
+        ConfigError: an invalid ``[backends]`` section (as ``sovereign serve`` would report it).
+    """
+    from sovereign.server.app import build_registry
+    from sovereign.server.plugins.routing import validate_backends
+
+    cfg = settings.backends
+    embedded = settings.engine.model_name
+    plan = validate_backends(cfg, embedded)
+    engines = {d.name: d.engine for d in cfg.deployments}
+    routes = {model: "route: " + ", ".join(f"{n} ({engines[n]})" for n in names) for model, names in plan.items()}
+    registry = build_registry(settings)
+    chat: list[tuple[str, str, str]] = []
+    embedding: list[tuple[str, str, str]] = []
+    for info in registry.models():
+        if info.kind == "chat":
+            engine = routes.pop(info.id) if info.id in routes else registry.chat(info.id).capabilities.engine
+            chat.append((info.id, "chat", engine))
+        else:
+            engine = "onnxruntime (MiniLM int8)" if info.alias_of is None else f"alias of {info.alias_of}"
+            embedding.append((info.id, "embedding", engine))
+    chat += [(model, "chat", engine) for model, engine in routes.items()]
+    chat += [(alias, "chat", f"alias of {target}") for alias, target in cfg.aliases.items()]
+    chat.append((cfg.default_model, "chat", f"switchable route -> {cfg.default_route or embedded}"))
+    return chat + embedding
 
 
 def models(config: ConfigOption = None) -> None:
-    """List public model names, their kind and engine."""
-    from sovereign.server.app import build_registry
-
-    registry = build_registry(settings_from(config))
+    """List public model names (embedded, configured routes, aliases), their kind and engine."""
     table = Table(title="Models")
     for column in ("model", "kind", "engine"):
         table.add_column(column)
-    for info in registry.models():
-        engine = (
-            registry.chat(info.id).capabilities.engine if info.kind == "chat" else "onnxruntime (MiniLM int8)"
-        )
-        table.add_row(info.id, info.kind, engine)
+    for row in model_rows(settings_from(config)):
+        table.add_row(*row)
     Console().print(table)
 
 

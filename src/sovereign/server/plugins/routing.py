@@ -192,6 +192,20 @@ def build_deployments(settings: Settings, registry: ModelRegistry, client: httpx
     return out
 
 
+async def probe_forever(probe: Callable[[], Awaitable[object]], interval_s: float) -> None:
+    """Await ``probe()`` every ``interval_s`` seconds until cancelled (at shutdown).
+
+    A round that raises is logged with its traceback and probing goes on: one bad round (a bug, a
+    plugin engine raising a foreign exception) must not silently end health checking for good.
+    """
+    while True:
+        try:
+            await probe()
+        except Exception:
+            log.exception("health probe round failed; probing continues in %.1fs", interval_s)
+        await asyncio.sleep(interval_s)
+
+
 async def install(state: AppState) -> Callable[[], Awaitable[None]]:
     """Register routes, the switchable default route and the health prober; return the closer.
 
@@ -219,12 +233,11 @@ async def install(state: AppState) -> Callable[[], Awaitable[None]]:
     registry.add_chat(SwitchableRoute(cfg.default_model, control))
     state.services["routing"] = control
 
-    async def probe_forever() -> None:
-        while True:  # bounded by the server's lifetime: cancelled at shutdown
-            await control.probe()
-            await asyncio.sleep(cfg.health_interval_s)
-
-    prober = asyncio.create_task(probe_forever()) if cfg.health_interval_s > 0 and deployments else None
+    prober = (
+        asyncio.create_task(probe_forever(control.probe, cfg.health_interval_s))
+        if cfg.health_interval_s > 0 and deployments
+        else None
+    )
 
     async def close() -> None:
         if prober is not None:

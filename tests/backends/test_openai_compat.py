@@ -1,0 +1,162 @@
+"""Every engine profile in ``openai_compat.PROFILES``, table-driven against an httpx.MockTransport:
+the tokenize request (path, body) and answer parsing, the health path, the model id sent, and the
+Authorization header taken from ``api_key_env``; plus the per-engine table in docs/engines.md."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from sovereign.backends.base import collect
+from sovereign.backends.openai_compat import PROFILES, OpenAICompatBackend
+from sovereign.config import DeploymentSettings
+from tests.backends.test_router import request, sse
+
+pytestmark = pytest.mark.anyio
+TEXT = "hello big world"
+ESTIMATE = len(TEXT.encode()) // 2 + 1
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "engines.md"
+
+
+@dataclass(frozen=True)
+class Case:
+    """What one engine kind must do: the literal wire shapes, written out (not read from PROFILES)."""
+
+    health_path: str
+    tokenize_path: str | None = None
+    tokenize_body: dict[str, Any] | None = None
+    tokenize_answer: Any = None
+    tokens: int = ESTIMATE
+    stream_usage: bool = True
+
+
+CASES: dict[str, Case] = {
+    "vllm": Case(
+        "/health", "/tokenize", {"model": "served-x", "prompt": TEXT, "add_special_tokens": False},
+        {"count": 3, "max_model_len": 4096, "tokens": [1, 2, 3]}, 3,
+    ),
+    "sglang": Case(
+        "/health", "/tokenize", {"model": "served-x", "prompt": TEXT, "add_special_tokens": False}, {"count": 4}, 4
+    ),
+    "llamacpp-server": Case(
+        "/health", "/tokenize", {"content": TEXT, "add_special": False}, {"tokens": [10, 11, 12, 13, 14]}, 5
+    ),
+    "llama-cpp-python": Case(
+        "/v1/models", "/extras/tokenize/count", {"input": TEXT, "model": "served-x"}, {"count": 6}, 6,
+        stream_usage=False,
+    ),
+    "ollama": Case("/api/version"),
+    "tgi": Case(
+        "/health", "/tokenize", {"inputs": TEXT, "add_special_tokens": False},
+        [{"id": 1, "text": "hello", "start": 0, "stop": 5}, {"id": 2, "text": " big", "start": 5, "stop": 9}], 2,
+    ),
+    "triton": Case("/health/ready"),
+    "openai": Case("/v1/models"),
+}
+
+
+def test_every_profile_has_a_case() -> None:
+    assert set(CASES) == set(PROFILES)
+
+
+class Recorder:
+    """Answers health, tokenize and chat calls; keeps every request."""
+
+    def __init__(self, case: Case) -> None:
+        self.case = case
+        self.requests: list[httpx.Request] = []
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        self.requests.append(req)
+        if req.url.path == self.case.tokenize_path:
+            return httpx.Response(200, json=self.case.tokenize_answer)
+        if req.url.path == "/v1/chat/completions":
+            return httpx.Response(200, content=sse("ok"), headers={"content-type": "text/event-stream"})
+        if req.url.path == self.case.health_path:
+            return httpx.Response(200, json={})
+        return httpx.Response(404, json={"error": {"message": f"no route {req.url.path}"}})
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_profile_wire_shapes_and_api_key(kind: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    case = CASES[kind]
+    monkeypatch.setenv("ENGINE_TEST_KEY", f"sekret-{kind}")
+    settings = DeploymentSettings(
+        name="d", model="public", engine=kind, base_url="http://engine.test:8000/v1/",
+        served_model="served-x", api_key_env="ENGINE_TEST_KEY",
+    )
+    recorder = Recorder(case)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        backend = OpenAICompatBackend(settings, client)
+        assert await backend.count_text_tokens(TEXT) == case.tokens
+        assert await backend.count_text_tokens(TEXT) == case.tokens  # memoised: no second call
+        await backend.health()
+        result = await collect(backend.stream(request()))
+    assert result.text == "ok"
+    urls = [str(r.url) for r in recorder.requests]
+    expected = [f"http://engine.test:8000{case.tokenize_path}"] if case.tokenize_path else []
+    expected += [f"http://engine.test:8000{case.health_path}", "http://engine.test:8000/v1/chat/completions"]
+    assert urls == expected
+    if case.tokenize_path:
+        assert json.loads(recorder.requests[0].content) == case.tokenize_body
+    chat = json.loads(recorder.requests[-1].content)
+    assert chat["model"] == "served-x" and chat["stream"] is True
+    assert ("stream_options" in chat) is case.stream_usage
+    assert {r.headers.get("authorization") for r in recorder.requests} == {f"Bearer sekret-{kind}"}
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+async def test_profile_without_key_or_served_model(kind: str) -> None:
+    """No ``api_key_env`` value: no Authorization header; no ``served_model``: the public name is sent."""
+    settings = DeploymentSettings(
+        name="d", model="public", engine=kind, base_url="http://engine.test/v1", api_key_env="UNSET_TEST_KEY"
+    )
+    recorder = Recorder(CASES[kind])
+    async with httpx.AsyncClient(transport=httpx.MockTransport(recorder)) as client:
+        await collect(OpenAICompatBackend(settings, client).stream(request()))
+    assert json.loads(recorder.requests[-1].content)["model"] == "public"
+    assert "authorization" not in recorder.requests[-1].headers
+
+
+async def test_missing_tokenize_endpoint_switches_to_the_estimate() -> None:
+    calls: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        calls.append(req.url.path)
+        return httpx.Response(404, json={"detail": "Not Found"})
+
+    settings = DeploymentSettings(name="d", model="m", engine="sglang", base_url="http://e/v1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        backend = OpenAICompatBackend(settings, client)
+        assert await backend.count_text_tokens(TEXT) == ESTIMATE
+        assert await backend.count_text_tokens("other text") == len(b"other text") // 2 + 1
+    assert calls == ["/tokenize"]  # asked once, then estimated
+
+
+def _docs_rows() -> dict[str, str]:
+    rows = {}
+    for line in DOCS.read_text().splitlines():
+        found = re.match(r"\| [^|]*\(`([a-z.-]+)`\) \|", line)
+        if found:
+            rows[found.group(1)] = line
+    return rows
+
+
+@pytest.mark.parametrize("kind", sorted(CASES))
+def test_docs_engine_table_matches_the_profile(kind: str) -> None:
+    row = _docs_rows()[kind]
+    case = CASES[kind]
+    assert f"`GET {case.health_path}`" in row
+    if case.tokenize_path:
+        assert f"`POST {case.tokenize_path}`" in row
+    else:
+        assert "none: estimate" in row
+    naming = row.split("|")[2]
+    if kind == "tgi":  # TGI ignores the field, but what Sovereign sends is served_model, else model
+        assert "`served_model`" in naming and "send `tgi`" not in naming
