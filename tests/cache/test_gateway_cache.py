@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -17,21 +18,42 @@ MODEL = "smollm2-135m-instruct"
 HEADER = "x-sovereign-cache"
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, redis_proc: Any) -> Iterator[LiveServer]:
-    """One gateway on the Redis backend (the sqlite backend is covered by the contract and plugin tests);
-    the Redis outage test runs last."""
-    server = start_server(
-        tmp_path_factory.mktemp("cache-gw"),
+def redis_gateway(tmp_dir: Any, redis_url: str) -> LiveServer:
+    """A gateway process on the Redis cache backend at ``redis_url`` (100 ms cache budget)."""
+    return start_server(
+        tmp_dir,
         {
             "SOVEREIGN_CACHE__BACKEND": "redis",
             "SOVEREIGN_CACHE__TIMEOUT_MS": "100",
             "SOVEREIGN_CACHE__REDIS_URL_ENV": "SOV_TEST_REDIS_URL",
-            "SOV_TEST_REDIS_URL": redis_proc.url,
+            "SOV_TEST_REDIS_URL": redis_url,
         },
     )
+
+
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, redis_proc: Any) -> Iterator[LiveServer]:
+    """One gateway on the Redis backend (the sqlite backend is covered by the contract and plugin tests);
+    the Redis outage test runs last."""
+    server = redis_gateway(tmp_path_factory.mktemp("cache-gw"), redis_proc.url)
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="module")
+def second_gateway(tmp_path_factory: pytest.TempPathFactory, redis_proc: Any) -> Iterator[LiveServer]:
+    """Another gateway process (own data directory) sharing the first one's Redis."""
+    server = redis_gateway(tmp_path_factory.mktemp("cache-gw-b"), redis_proc.url)
+    yield server
+    server.stop()
+
+
+def cache_errors(gateway: LiveServer) -> float:
+    """``sovereign_cache_errors_total{backend="redis"}`` scraped from the gateway's /metrics."""
+    for line in httpx.get(gateway.url + "/metrics").text.splitlines():
+        if line.startswith('sovereign_cache_errors_total{backend="redis"}'):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
 
 
 @pytest.fixture(scope="module")
@@ -118,6 +140,20 @@ def test_controls_bypass_and_no_cache(client: openai.OpenAI, gateway: LiveServer
         model=MODEL, messages=[{"role": "user", "content": "Say hello."}], max_tokens=16, temperature=0.8
     )
     assert raw.headers[HEADER] == "bypass"  # not reproducible
+
+    def sampled(**extra: Any) -> str:
+        raw = client.chat.completions.with_raw_response.create(
+            model=MODEL,
+            messages=[{"role": "user", "content": "Say goodbye."}],
+            max_tokens=8,
+            temperature=0.8,
+            seed=7,
+            **extra,
+        )
+        return raw.headers[HEADER]
+
+    assert [sampled(), sampled()] == ["bypass", "bypass"]  # a seed alone does not opt in
+    assert [sampled(extra_body={"cache": "force"}), sampled(extra_body={"cache": "force"})] == ["miss", "hit-exact"]
     assert ask(client, "Say hello.", extra_body={"cache": "no-store"})[0] == "hit-exact"
     metrics = httpx.get(gateway.url + "/metrics").text
     assert 'sovereign_cache_lookups_total{layer="exact",result="hit"}' in metrics
@@ -128,6 +164,38 @@ def test_server_side_conversation_turns_bypass_the_cache(client: openai.OpenAI) 
     for _ in range(2):
         status, _text, info = ask(client, "What is the capital of Spain?", extra_body={"conversation_id": "conv-7"})
         assert status == "bypass" and info["status"] == "bypass"
+
+
+def test_two_gateways_share_one_redis_cache(client: openai.OpenAI, second_gateway: LiveServer) -> None:
+    """Scale-out: asked on gateway A, answered from the cache on gateway B (exact and reworded)."""
+    with openai.OpenAI(base_url=second_gateway.url + "/v1", api_key="unused", max_retries=0, timeout=120) as b:
+        status, answer, _ = ask(client, "How do I copy a file in Python?")
+        assert status == "miss"
+        status, on_b, info = ask(b, "How do I copy a file in Python?")
+        assert status == "hit-exact" and on_b == answer and info["similarity"] == 1.0
+        status, reworded, info = ask(b, "How can I copy a file in Python?")  # B's index followed A's write
+        assert status == "hit-semantic" and reworded == answer and info["similarity"] >= 0.91
+        assert ask(b, "How do I move a file in Python?")[0] == "miss"
+
+
+def test_a_paused_redis_is_a_counted_miss(client: openai.OpenAI, gateway: LiveServer, redis_proc: Any) -> None:
+    """A Redis that accepts connections but never answers (SIGSTOP): the engine answers, the cache
+    gives up after its budget (no retries) and counts the failures."""
+    assert ask(client, "What is a socket?")[0] == "miss"
+    assert ask(client, "What is a socket?")[0] == "hit-exact"
+    before = cache_errors(gateway)
+    with redis_proc.paused():
+        began = time.perf_counter()
+        status, answer, info = ask(client, "What is a socket?")
+        elapsed = time.perf_counter() - began
+    assert status == "miss" and info["status"] == "miss" and answer
+    # budget: exact read + candidate fetch (100 ms each) + store (400 ms) + generating 8 tokens
+    assert elapsed < 5.0, elapsed
+    assert cache_errors(gateway) >= before + 2
+    deadline = time.monotonic() + 5
+    while ask(client, "What is a socket?")[0] != "hit-exact" and time.monotonic() < deadline:
+        time.sleep(0.1)  # the client reconnects by itself
+    assert ask(client, "What is a socket?")[0] == "hit-exact"
 
 
 def test_redis_going_down_fails_no_request(client: openai.OpenAI, gateway: LiveServer, redis_proc: Any) -> None:

@@ -71,8 +71,10 @@ def test_request_mode_and_reproducibility() -> None:
     assert request_mode(None, "no-cache, no-store") == "off"
     assert request_mode("off", None) == "off"
     assert request_mode("force", "max-age=0") == "force"
-    assert reproducible(chat("q")) and reproducible(replace(chat("q"), sampling=SamplingParams(temperature=1, seed=3)))
+    assert reproducible(chat("q")) and reproducible(replace(chat("q"), sampling=SamplingParams(temperature=0, seed=3)))
     assert not reproducible(replace(chat("q"), sampling=SamplingParams(temperature=0.7)))
+    # a seed alone does not make a sampled request cacheable by default (only "cache": "force")
+    assert not reproducible(replace(chat("q"), sampling=SamplingParams(temperature=1, seed=3)))
 
 
 @pytest.mark.parametrize(

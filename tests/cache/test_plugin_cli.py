@@ -10,12 +10,14 @@ import pytest
 from typer.testing import CliRunner
 
 from sovereign.backends.registry import ModelRegistry
+from sovereign.cache.keys import cache_key
 from sovereign.cli.main import app
 from sovereign.config import load_settings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
 from sovereign.server.plugins import cache as cache_plugin
 from sovereign.server.response_cache import hook_rag_invalidation
 from sovereign.server.state import AppState
+from sovereign.types import ChatMessage, GenerationRequest, SamplingParams, Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -42,7 +44,20 @@ async def test_plugin_builds_sqlite_cache_and_hooks_rag_in_either_order(tmp_path
         hook_rag_invalidation(state)
         hook_rag_invalidation(state)  # idempotent (called at each request)
         assert len(rag.on_change) == 1
-        assert await rag.on_change[0]("default", ["doc"]) == 0
+        cache = state.services["cache"]
+        request = GenerationRequest(
+            model="m", sampling=SamplingParams(temperature=0), messages=(ChatMessage("user", "What is doc?"),)
+        )
+        key = cache_key(request, tenant="anonymous", chat=True)
+        assert key is not None
+        sources = {"sources": [{"doc_id": "doc", "chunk_id": "doc#0"}]}
+        assert await cache.store(key, pieces=["a doc"], finish_reason="stop", usage=Usage(3, 2), metadata=sources)
+        # called the way RagService._notify calls it: callback(doc_ids, collection)
+        assert await rag.on_change[0](["other"], "default") == 0
+        assert await rag.on_change[0](["doc"], "default") == 1
+        assert (await cache.lookup(key)).status == "miss" and await cache.backend.count() == 0
+        with pytest.raises(TypeError):  # bad input: swapped arguments would read "default" as ids
+            rag.on_change[0]("default", ["doc"])
     finally:
         await close()
 

@@ -124,5 +124,10 @@ def request_mode(field: str | None, cache_control: str | None) -> CacheMode:
 
 
 def reproducible(request: GenerationRequest) -> bool:
-    """True when the engine's output is a function of the request: greedy (temperature 0) or seeded."""
-    return request.sampling.temperature == 0.0 or request.sampling.seed is not None
+    """True when the request is cached by default: greedy decoding (temperature 0).
+
+    A ``seed`` with temperature > 0 is not enough: engines reproduce a seeded sample only on the
+    same build, batch and hardware, and a client that samples asks for variety; such requests are
+    cached only with ``cache: "force"`` (the seed is then part of the scope).
+    """
+    return request.sampling.temperature == 0.0

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -182,15 +182,26 @@ class ResponseCache:
         caller (ingestion) must know when invalidation did not happen."""
         return await self.backend.delete_documents(list(doc_ids))
 
-    def on_documents_changed(self, collection: str, doc_ids: list[str]) -> Any:
-        """The ``rag`` service's ``on_change`` callback: ``callback(collection, doc_ids)``.
+    def on_documents_changed(self, doc_ids: Sequence[str], collection: str | None = None) -> Any:
+        """The ``rag`` service's ``on_change`` callback, called as ``callback(doc_ids, collection)``
+        (the order of :data:`sovereign.rag.service.ChangeCallback`).
+
+        Args:
+            doc_ids: ids of the documents added, updated or deleted (``DocumentRecord.doc_id``).
+            collection: their collection (unused: entries are keyed by document id, and the index
+                version in the scope key covers the rest).
 
         Callable from the event loop (returns an awaitable task) or from another thread (returns a
         ``concurrent.futures.Future``); the invalidation is scheduled at once on the cache's loop. The
         result raises StorageError on failure; failures are also counted and logged, so a caller that
         does not wait loses nothing silently.
+
+        Raises:
+            TypeError: ``doc_ids`` is a single string (arguments swapped: it would be read as letters).
         """
-        del collection  # entries are keyed by document id; the index version covers the rest
+        del collection
+        if isinstance(doc_ids, str):
+            raise TypeError("on_documents_changed(doc_ids, collection): doc_ids must be a list of ids, not a str")
         coro = self._invalidate_logged(list(doc_ids))
         try:
             running = asyncio.get_running_loop()

@@ -7,7 +7,8 @@ live stream, so event shapes are identical). A miss wraps the engine stream with
 Every response of a cache-enabled gateway carries ``X-Sovereign-Cache: hit-exact | hit-semantic |
 miss | bypass`` and ``sovereign.cache`` (status, similarity, age) in the body / final chunk.
 
-What is cacheable: reproducible requests (temperature 0, or a ``seed``), or ``cache: "force"``;
+What is cacheable: reproducible requests (temperature 0), or ``cache: "force"`` (required for
+temperature > 0, even with a ``seed``);
 ``Cache-Control: no-cache`` / ``cache: "no-cache"`` skip the read; ``no-store`` skips the write;
 both, or ``cache: "off"``, bypass. RAG models add their collection and index version to the scope.
 """
@@ -25,6 +26,7 @@ from fastapi.responses import StreamingResponse
 from sovereign.backends.base import ChatBackend
 from sovereign.cache.keys import CacheKey, cache_key, reproducible, request_mode
 from sovereign.cache.service import Lookup, ResponseCache
+from sovereign.errors import SovereignError
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import SamplingFields
 from sovereign.server.state import AppState, get_state, require_api_key
@@ -109,12 +111,16 @@ class CachePlan:
 async def _rag_scope(state: AppState, backend: ChatBackend, wire: SamplingFields) -> tuple[str, Any] | None:
     """``(collection, index_version)`` for a RAG model, None for a plain model.
 
-    A backend may answer itself with ``async cache_scope(wire) -> (collection, version)``; otherwise a
-    backend whose ``capabilities.engine`` names ``rag`` or ``agent`` is asked through the ``rag`` service's
-    ``index_version(collection)`` for the request's ``metadata.collection`` (default collection otherwise).
+    A backend may answer itself with ``async cache_scope(wire) -> (collection, version)``. Otherwise a
+    backend whose ``capabilities.engine`` names ``rag`` or ``agent`` is scoped by the collection it
+    answers from (its ``collection`` / ``deps.collection`` attribute; else the request's
+    ``metadata.collection``; else ``rag.default_collection``) and that collection's index version,
+    read from the ``rag`` service's store (``rag.store.index_version(collection)``, an int that
+    grows with every ingest or deletion).
 
     Raises:
-        LookupError: a RAG model whose index version cannot be known (the request is not cached).
+        LookupError: a RAG model whose index version cannot be known (no ``rag`` service, or its
+            store failed): the request is not cached.
     """
     hook = getattr(backend, "cache_scope", None)
     if hook is not None:
@@ -124,11 +130,21 @@ async def _rag_scope(state: AppState, backend: ChatBackend, wire: SamplingFields
     if "rag" not in engine and "agent" not in engine and "rag" not in backend.name:
         return None
     rag = state.services.get("rag")
-    metadata = getattr(wire, "metadata", None) or {}
-    collection = metadata.get("collection") or state.settings.rag.default_collection
-    if rag is None or not hasattr(rag, "index_version"):
+    store = getattr(rag, "store", None)
+    if store is None or not hasattr(store, "index_version"):
         raise LookupError("no index version for a RAG model")
-    return collection, await rag.index_version(collection)
+    metadata = getattr(wire, "metadata", None) or {}
+    collection = (
+        getattr(backend, "collection", None)
+        or getattr(getattr(backend, "deps", None), "collection", None)
+        or metadata.get("collection")
+        or state.settings.rag.default_collection
+    )
+    try:
+        version = await store.index_version(str(collection))
+    except SovereignError as exc:
+        raise LookupError(f"index version of {collection!r} unavailable: {exc}") from exc
+    return str(collection), version
 
 
 async def plan(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -18,7 +20,9 @@ def _free_port() -> int:
 
 
 class RedisProcess:
-    """A running ``redis-server``; ``stop()``/``start()`` simulate an outage on the same port."""
+    """A running ``redis-server``; ``stop()``/``start()`` simulate an outage on the same port (Redis
+    comes back empty: no persistence), ``paused()`` a Redis that accepts connections but answers
+    nothing (SIGSTOP ... SIGCONT)."""
 
     def __init__(self, workdir: Path) -> None:
         binary = shutil.which("redis-server")
@@ -47,6 +51,23 @@ class RedisProcess:
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start on port {self.port}")
+
+    @property
+    def pid(self) -> int:
+        """The server's process id. Raises RuntimeError when it is not running."""
+        if self.proc is None:
+            raise RuntimeError("redis-server is not running")
+        return self.proc.pid
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Freeze the server (SIGSTOP) for the block; it resumes (SIGCONT) on exit, even on error."""
+        pid = self.pid
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            yield
+        finally:
+            os.kill(pid, signal.SIGCONT)
 
     def stop(self) -> None:
         if self.proc is not None:

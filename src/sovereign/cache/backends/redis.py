@@ -9,9 +9,14 @@ Redis stream:
   number and ``XADD``s an event (the add event carries scope, vector and expiry) to ``<prefix>log``;
 - before a lookup a process reads the stream tail from its last id, in the same round trip as the
   exact ``HGETALL`` (pipelined), and applies the events to its index;
-- a gap in the sequence (the stream was trimmed past this process, or Redis restarted empty)
-  triggers a background full resync (``SCAN`` of the entries); during it the semantic layer
-  answers "miss", the exact layer keeps working.
+- a gap in the sequence (the stream was trimmed past this process) triggers a background full
+  resync (``SCAN`` of the entries); during it the semantic layer answers "miss", the exact layer
+  keeps working;
+- Redis restarting empty restarts the sequence at 1: a random *epoch* (``<prefix>epoch``, next to
+  ``<prefix>seq``, set with ``SET NX`` by the first write or resync after a start) is read in the
+  same round trip as the stream tail, and a changed epoch starts a resync. A restart from an
+  older snapshot keeps its epoch but replays sequence numbers: a new event (stream id above the
+  last one applied) whose number is not the next one starts a resync too.
 
 Scaling: a lookup is 1 round trip (exact) or 2 (semantic: sync + fetch the candidates); a write
 fans out to every process through the stream. Each process holds every vector: ~1.7 KB per entry
@@ -25,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from collections.abc import Awaitable, Iterable
 from typing import Any, TypeVar
 
@@ -43,6 +49,7 @@ T = TypeVar("T")
 log = logging.getLogger("sovereign.cache")
 
 _DROP = """
+local function epoch(p, e) redis.call('SET', p .. 'epoch', e, 'NX') end
 local function drop(p, maxlen, k)
   local ek = p .. 'e:' .. k
   local d = redis.call('HGET', ek, 'docs')
@@ -60,6 +67,7 @@ _PUT = (
     + """
 local p, now, maxn, maxlen = ARGV[1], tonumber(ARGV[2]), tonumber(ARGV[3]), ARGV[4]
 local key, scope, payload, vec, exp, docs = ARGV[5], ARGV[6], ARGV[7], ARGV[8], ARGV[9], ARGV[10]
+epoch(p, ARGV[11])
 local ek = p .. 'e:' .. key
 if redis.call('EXISTS', ek) == 1 then drop(p, maxlen, key) end
 redis.call('HSET', ek, 'scope', scope, 'payload', payload, 'vector', vec, 'expires', exp, 'docs', docs)
@@ -90,7 +98,8 @@ _DELETE_DOCS = (
     _DROP
     + """
 local p, maxlen, n = ARGV[1], ARGV[2], 0
-for i = 3, #ARGV do
+epoch(p, ARGV[3])
+for i = 4, #ARGV do
   local dk = p .. 'd:' .. ARGV[i]
   for _, k in ipairs(redis.call('SMEMBERS', dk)) do n = n + drop(p, maxlen, k) end
   redis.call('DEL', dk)
@@ -102,6 +111,7 @@ _CLEAR = (
     _DROP
     + """
 local p, maxlen, n = ARGV[1], ARGV[2], 0
+epoch(p, ARGV[3])
 for _, k in ipairs(redis.call('ZRANGE', p .. 'lru', 0, -1)) do n = n + redis.call('DEL', p .. 'e:' .. k) end
 redis.call('DEL', p .. 'lru', p .. 'exp')
 local seq = redis.call('INCR', p .. 'seq')
@@ -109,6 +119,17 @@ redis.call('XADD', p .. 'log', 'MAXLEN', '~', maxlen, '*', 'seq', seq, 'op', 'cl
 return n
 """
 )
+
+
+def _new_epoch() -> str:
+    """A fresh random epoch candidate (each write passes one; only the first after a start is kept)."""
+    return uuid.uuid4().hex
+
+
+def _stream_id(raw: bytes) -> tuple[int, int]:
+    """A Redis stream id ``b"<ms>-<n>"`` as a comparable pair."""
+    ms, _, n = raw.partition(b"-")
+    return int(ms), int(n or 0)
 
 
 class RedisCacheBackend:
@@ -153,6 +174,7 @@ class RedisCacheBackend:
         self._clear = self._client.register_script(_CLEAR)
         self._seq = 0
         self._last_id: bytes = b"0-0"
+        self._epoch: bytes | None = None  # the Redis epoch the local index belongs to
         self._synced = False
         self._resync: asyncio.Task[None] | None = None
 
@@ -179,11 +201,13 @@ class RedisCacheBackend:
     async def _full_resync(self) -> None:
         """Rebuild the local index from Redis (SCAN), then follow the stream from that point."""
 
-        async def load() -> tuple[int, bytes, VectorIndex]:
+        async def load() -> tuple[int, bytes, bytes, VectorIndex]:
             async with self._client.pipeline(transaction=True) as pipe:
+                pipe.set(self._k("epoch"), _new_epoch(), nx=True)
+                pipe.get(self._k("epoch"))
                 pipe.get(self._k("seq"))
                 pipe.xrevrange(self._k("log"), count=1)
-                seq, last = await pipe.execute()
+                _, epoch, seq, last = await pipe.execute()
             index = VectorIndex(self._dimensions)
             now = time.time()
             batch: list[bytes] = []
@@ -193,9 +217,9 @@ class RedisCacheBackend:
                     await self._load(batch, index, now)
                     batch = []
             await self._load(batch, index, now)
-            return int(seq or 0), (last[0][0] if last else b"0-0"), index
+            return int(seq or 0), (last[0][0] if last else b"0-0"), epoch, index
 
-        self._seq, self._last_id, self.index = await self._call(load())
+        self._seq, self._last_id, self._epoch, self.index = await self._call(load())
         self._synced = True
 
     async def _load(self, names: list[bytes], index: VectorIndex, now: float) -> None:
@@ -222,14 +246,30 @@ class RedisCacheBackend:
             metrics.CACHE_ERRORS.labels(backend=self.name).inc()
             log.warning("cache index resync failed (semantic layer stays off until the next try): %s", exc)
 
-    def _apply(self, reply: Any) -> None:
-        """Apply ``XREAD`` events to the local index (idempotent; a sequence gap starts a resync)."""
+    def _tail(self, pipe: Any, count: int) -> None:
+        """Queue the reads :meth:`_apply` needs: the epoch and the stream after ``_last_id``."""
+        pipe.get(self._k("epoch"))
+        pipe.xread({self._k("log"): self._last_id}, count=count)
+
+    def _apply(self, epoch: bytes | None, reply: Any) -> None:
+        """Apply ``XREAD`` events to the local index (idempotent).
+
+        Args:
+            epoch: the Redis epoch, read in the same round trip as ``reply``.
+            reply: the ``XREAD`` answer (events after ``_last_id``).
+
+        A different epoch (Redis restarted), or an event that is new but not the next in sequence
+        (a gap: the stream was trimmed; or a restart from an older snapshot), starts a background
+        resync; the events are not applied.
+        """
+        if epoch != self._epoch:
+            self._start_resync()
+            return
         for _stream, events in reply or []:
             for event_id, fields in events:
                 seq = int(fields[b"seq"])
-                if seq <= self._seq and self._synced:
-                    self._last_id = event_id
-                    continue
+                if _stream_id(event_id) <= _stream_id(self._last_id):
+                    continue  # already applied (two reads of the same tail overlapped)
                 if seq != self._seq + 1:
                     self._start_resync()
                     return
@@ -252,9 +292,9 @@ class RedisCacheBackend:
         async with self._client.pipeline(transaction=False) as pipe:
             pipe.hgetall(self._k("e:" + key))
             pipe.zadd(self._k("lru"), {key: time.time()}, xx=True)
-            pipe.xread({self._k("log"): self._last_id}, count=1000)
-            row, _, events = await self._call(pipe.execute())
-        self._apply(events)
+            self._tail(pipe, 1000)
+            row, _, epoch, events = await self._call(pipe.execute())
+        self._apply(epoch, events)
         if not self._synced:
             self._start_resync()
         return self._entry(key, row)
@@ -306,6 +346,7 @@ class RedisCacheBackend:
                             vector_bytes(e.vector) or b"",
                             e.expires,
                             " ".join(e.doc_ids),
+                            _new_epoch(),
                         ],
                         client=pipe,
                     )
@@ -319,21 +360,23 @@ class RedisCacheBackend:
         await self._sync()
 
     async def _sync(self) -> None:
-        events = await self._call(self._client.xread({self._k("log"): self._last_id}, count=100_000))
-        self._apply(events)
+        async with self._client.pipeline(transaction=False) as pipe:
+            self._tail(pipe, 100_000)
+            epoch, events = await self._call(pipe.execute())
+        self._apply(epoch, events)
 
     async def delete_documents(self, doc_ids: Iterable[str]) -> int:
         ids = sorted(set(doc_ids))
         if not ids:
             return 0
-        n = int(await self._call(self._delete_docs(args=[self.prefix, self.stream_len, *ids])))
+        n = int(await self._call(self._delete_docs(args=[self.prefix, self.stream_len, _new_epoch(), *ids])))
         if n:
             metrics.CACHE_EVICTIONS.labels(reason="invalidated").inc(n)
         await self._sync()
         return n
 
     async def clear(self) -> int:
-        n = int(await self._call(self._clear(args=[self.prefix, self.stream_len])))
+        n = int(await self._call(self._clear(args=[self.prefix, self.stream_len, _new_epoch()])))
         names = await self._call(self._scan("d:*"))
         if names:
             await self._call(self._client.delete(*names))
