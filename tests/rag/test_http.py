@@ -97,3 +97,57 @@ async def test_sovereign_rag_chat_carries_sources_json_and_sse(client: tuple[htt
     assert events[-1] == "[DONE]"
     finals = [json.loads(e) for e in events[:-1] if "sovereign" in json.loads(e)]
     assert len(finals) == 1 and finals[0]["sovereign"]["sources"] == extra["sources"]
+
+
+async def test_multipart_upload_ingests_files_and_json_still_works(client: tuple[httpx.AsyncClient, Path]) -> None:
+    http, _root = client
+    files = [("files", ("otters.md", b"# Otters\nSea otters hold hands while sleeping.\n", "text/markdown")),
+             ("files", ("../walrus.txt", b"Walrus tusks grow all life long.\n", "text/plain"))]
+    r = await http.post("/v1/documents", files=files, data={"collection": "notes"})
+    assert r.status_code == 200, r.text
+    assert r.json()["added"] == 2 and r.json()["collection"] == "notes" and r.json()["index_version"] >= 1
+    listed = (await http.get("/v1/documents", params={"collection": "notes"})).json()["data"]
+    assert sorted(d["path"] for d in listed) == ["upload/otters.md", "upload/walrus.txt"]  # base names only
+    hits = (await http.post("/v1/search", json={"query": "walrus tusks", "collection": "notes"})).json()["data"]
+    assert hits[0]["path"] == "upload/walrus.txt"
+    again = await http.post("/v1/documents", files=files[:1], data={"collection": "notes"})
+    assert again.status_code == 200 and again.json()["unchanged"] == 1  # same bytes: nothing re-embedded
+    upload = base64.b64encode(b"Beavers build dams.\n").decode()  # the JSON form keeps working
+    r = await http.post("/v1/documents", json={"files": [{"filename": "beavers.txt", "content_base64": upload}],
+                                               "collection": "notes"})
+    assert r.status_code == 200 and r.json()["added"] == 1
+
+
+@pytest.mark.parametrize(
+    ("files", "data"),
+    [
+        ([], {"collection": "notes"}),  # bad input: a multipart body with no file
+        ([("files", ("..", b"x", "text/plain"))], {}),  # bad input: a filename that is no name
+        ([("files", ("a.md", b"x", "text/plain"))], {"path": "/etc"}),  # bad input: unknown form field
+        ([("files", ("a.md", b"# A\nalpha\n", "text/plain"))], {"collection": "a/b"}),  # bad collection name
+    ],
+)
+async def test_bad_multipart_uploads(client: tuple[httpx.AsyncClient, Path],
+                                     files: list[tuple[str, tuple[str, bytes, str]]], data: dict[str, str]) -> None:
+    http, _root = client
+    if files:
+        r = await http.post("/v1/documents", files=files, data=data)
+    else:  # httpx sends urlencoded without files: build the empty multipart body by hand
+        r = await http.post("/v1/documents", content=b"--b\r\nContent-Disposition: form-data; name=\"collection\""
+                            b"\r\n\r\nnotes\r\n--b--\r\n", headers={"content-type": "multipart/form-data; boundary=b"})
+    assert r.status_code == 400, r.text
+    assert r.json()["error"]["type"] == "invalid_request_error" and r.json()["error"]["message"]
+    assert (await http.get("/v1/documents")).json()["data"] == []  # the store is unchanged
+
+
+async def test_listing_an_unknown_collection_is_404(client: tuple[httpx.AsyncClient, Path]) -> None:
+    http, root = client
+    assert (await http.post("/v1/documents", json={"path": str(root)})).status_code == 200
+    assert len((await http.get("/v1/documents", params={"collection": "default"})).json()["data"]) == 1
+    r = await http.get("/v1/documents", params={"collection": "nope"})  # bad input: unknown collection
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["type"] == "not_found_error" and "nope" in r.json()["error"]["message"]
+    r = await http.get("/v1/documents", params={"collection": "../etc"})  # bad input: invalid name
+    assert r.status_code == 400 and r.json()["error"]["param"] == "collection"
+    r = await http.post("/v1/documents", content=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"  # bad input: not JSON

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 
 from sovereign.errors import InvalidRequestError
@@ -87,20 +85,54 @@ def test_file_kinds() -> None:
     assert file_kind(Path("Makefile")) is None
 
 
+def _token_span(offsets: list[tuple[int, int]], start_char: int, end_char: int) -> tuple[int, int]:
+    """Token indices ``[first, last + 1)`` of a character span that begins and ends on token edges."""
+    first = next(i for i, (s, _) in enumerate(offsets) if s == start_char)
+    last = next(i for i, (_, e) in enumerate(offsets) if e == end_char)
+    return first, last + 1
+
+
 def test_chunks_respect_window_overlap_and_sections(embedder: OnnxMiniLMEmbedder) -> None:
-    chunker = Chunker(embedder.tokenize, window=64, overlap=16)
+    window, overlap = 64, 16
+    chunker = Chunker(embedder.tokenize, window=window, overlap=overlap)
     long_text = " ".join(f"Sentence number {i} talks about caching results." for i in range(60))
     sections = [Section("Intro", "Short intro."), Section("Details", long_text)]
     chunks = chunker.chunk("doc", "Title", sections)
     assert chunks[0].text == "Short intro." and chunks[0].heading == "Intro"
     body = [c for c in chunks if c.heading == "Details"]
     assert len(body) > 3
-    assert all(embedder.count_tokens(c.text) <= 64 for c in chunks)
-    assert all(c.text in long_text for c in body)  # exact slices: never straddle a section
-    for a, b in itertools.pairwise(body):  # consecutive windows overlap
-        assert a.text[-20:] in long_text and set(a.text.split()[-5:]) & set(b.text.split()[:20])
+    assert all(embedder.count_tokens(c.text) <= window for c in chunks)
+    offsets = list(embedder.tokenize(long_text).offsets)
+    spans = []
+    for c in body:
+        start = long_text.index(c.text)  # an exact slice of its own section
+        spans.append(_token_span(offsets, start, start + len(c.text)))
+    assert spans[0][0] == 0 and spans[-1][1] == len(offsets)  # the windows cover the whole section
+    for (_, a_end), (b_first, b_end), a, b in zip(spans, spans[1:], body, body[1:], strict=False):
+        shared = a_end - b_first  # tokens at the end of a that b starts with
+        assert overlap - 2 <= shared <= overlap, (shared, a.text, b.text)
+        shared_text = long_text[offsets[b_first][0] : offsets[a_end - 1][1]]
+        assert a.text.endswith(shared_text) and b.text.startswith(shared_text)
+        assert b_end > a_end  # and b moves on
     assert [c.ordinal for c in chunks] == list(range(len(chunks)))
     assert len({c.content_hash for c in chunks}) == len(chunks)
+
+
+def test_a_chunk_never_straddles_two_headings(embedder: OnnxMiniLMEmbedder) -> None:
+    """Short sections stay whole chunks of their own even though two would fit one window."""
+    chunker = Chunker(embedder.tokenize, window=64, overlap=16)
+    md = ("# Caching\nThe cache keeps recent results.\n\n## Eviction\nOld entries are evicted first.\n\n"
+          "## Sizing\n" + " ".join(f"Rule {i}: size the cache by its hit rate." for i in range(30)) + "\n")
+    doc = load_bytes(md.encode(), "cache.md", "markdown")
+    chunks = chunker.chunk("doc", doc.title, doc.sections)
+    by_heading = {s.heading: s.text for s in doc.sections}
+    assert [c.heading for c in chunks[:2]] == ["Caching", "Eviction"]
+    assert chunks[0].text == "The cache keeps recent results." and chunks[1].text == "Old entries are evicted first."
+    assert {c.heading for c in chunks[2:]} == {"Sizing"} and len(chunks) > 3
+    for c in chunks:
+        assert c.text in by_heading[c.heading]  # inside its own section
+        others = [h for h in by_heading if h != c.heading]
+        assert not any(by_heading[h].strip()[:20] in c.text for h in others)  # and nothing of another
 
 
 @pytest.mark.parametrize(("window", "overlap"), [(8, 0), (64, 32), (64, -1)])

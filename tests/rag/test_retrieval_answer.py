@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator
 
 import pytest
@@ -13,6 +14,7 @@ from sovereign.rag.answer import RagChatBackend
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
 from sovereign.rag.retrieve import rrf_fuse
 from sovereign.rag.service import RagService
+from sovereign.testing.agent_fakes import FakeChatModel
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
 from tests.rag.conftest import CORPUS
 
@@ -93,3 +95,48 @@ async def test_sovereign_rag_answers_with_citations_within_the_context_budget(
     with pytest.raises(InvalidRequestError):  # bad input: no user message
         await collect(rag.stream(GenerationRequest(model="sovereign-rag", sampling=SamplingParams(),
                                                    messages=(ChatMessage("system", "hi"),))))
+
+
+async def test_answer_citations_point_at_the_sources_they_are_numbered_after(service: RagService) -> None:
+    """A model that cites the prompt's source block mentioning ``maxsize``: the ``[n]`` in its answer
+    must name ``sources[n - 1]`` of the response, and block ``[n]`` of the prompt must be that source."""
+    blocks: dict[int, str] = {}
+
+    def cite_maxsize(request: GenerationRequest) -> str:
+        system = request.messages[0].content
+        found = re.split(r"^\[(\d+)\] ", system.split("Sources:\n", 1)[1], flags=re.M)[1:]
+        blocks.update({int(n): body for n, body in zip(found[::2], found[1::2], strict=True)})
+        cited = [n for n, body in blocks.items() if "maxsize" in body]
+        return "The maxsize argument bounds the cache " + " ".join(f"[{n}]" for n in cited) + "."
+
+    model = FakeChatModel(cite_maxsize)
+    rag = RagChatBackend(lambda: model, service.retriever, collection="pydocs", top_k=4)
+    result = await collect(rag.stream(GenerationRequest(
+        model="sovereign-rag", messages=(ChatMessage("user", QUESTION),), sampling=SamplingParams(max_tokens=32))))
+    sources = result.metadata["sources"]
+    assert len(sources) == len(blocks) == 4
+    for n, body in blocks.items():  # prompt block n is source n
+        assert body.split("\n", 1)[0].endswith(f"({sources[n - 1]['path']})")
+    cited = [int(n) for n in re.findall(r"\[(\d+)\]", result.text)]
+    assert cited and all(1 <= n <= len(sources) for n in cited)
+    rows = await service.store.fetch_hits([sources[n - 1]["chunk_id"] for n in cited])
+    assert all("maxsize" in rows[sources[n - 1]["chunk_id"]].text for n in cited)
+    uncited = [s["chunk_id"] for i, s in enumerate(sources, 1) if i not in cited]
+    assert all("maxsize" not in h.text for h in (await service.store.fetch_hits(uncited)).values())
+
+
+async def test_rag_model_rejects_bad_top_k_and_unknown_collections(service: RagService) -> None:
+    model = FakeChatModel()
+    for bad in (0, -1, 101):  # bad input: top_k outside 1..100
+        with pytest.raises(InvalidRequestError, match="top_k"):
+            RagChatBackend(lambda: model, service.retriever, collection="pydocs", top_k=bad)
+    with pytest.raises(InvalidRequestError):  # bad input: a collection name with a path in it
+        RagChatBackend(lambda: model, service.retriever, collection="../x")
+    request = GenerationRequest(model="sovereign-rag", messages=(ChatMessage("user", QUESTION),),
+                                sampling=SamplingParams(max_tokens=8))
+    strict = RagChatBackend(lambda: model, service.retriever, collection="typo", require_collection=True)
+    with pytest.raises(NotFoundError, match="typo"):  # bad input: unknown collection, named by the user
+        await collect(strict.stream(request))
+    assert model.calls == []  # nothing was generated
+    lenient = RagChatBackend(lambda: model, service.retriever, collection="typo")  # the server's chat model
+    assert (await collect(lenient.stream(request))).metadata["sources"] == []

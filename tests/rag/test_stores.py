@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import sqlite3
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from sovereign.errors import ConfigError
+from sovereign.errors import ConfigError, StorageError
 from sovereign.rag.stores.embedded import EmbeddedStore
 from sovereign.rag.stores.pgvector import PgVectorStore, glob_to_like
 from sovereign.testing.vector_store_contract import VectorStoreContract, make_doc
@@ -104,3 +104,99 @@ async def test_vector_search_on_empty_store_is_empty(tmp_path: Path) -> None:
         assert await store.vector_search(np.ones(384, dtype=np.float32), 3) == []
     finally:
         await store.close()
+
+
+@pytest.fixture
+def fresh_db(pg_uri: str) -> Iterator[str]:
+    """A new database made from template1, so it has no ``vector`` extension; dropped afterwards."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    name = f"fresh_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_uri, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield make_conninfo(pg_uri, dbname=name)
+    finally:
+        with psycopg.connect(pg_uri, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+def _has_vector(dsn: str) -> bool:
+    import psycopg
+
+    with psycopg.connect(dsn) as conn:
+        return conn.execute("SELECT 1 FROM pg_extension WHERE extname = 'vector'").fetchone() is not None
+
+
+async def test_pgvector_open_creates_the_extension_in_a_fresh_database(fresh_db: str) -> None:
+    assert not _has_vector(fresh_db)
+    store = PgVectorStore(fresh_db, schema="fresh", pool_max=2)
+    await store.open()
+    try:
+        doc = make_doc("alpha", "/a.md", ["one"], 1)
+        await store.upsert_documents([doc])
+        assert (await store.vector_search(doc[2][0], 1, collection="alpha"))[0][0] == doc[1][0].chunk_id
+    finally:
+        await store.close()
+    assert _has_vector(fresh_db)
+    again = PgVectorStore(fresh_db, schema="fresh", pool_max=2)  # already there: open is idempotent
+    await again.open()
+    await again.close()
+
+
+async def test_pgvector_open_without_privilege_for_the_extension_is_a_clear_error(fresh_db: str) -> None:
+    """Bad input: a role that is not a superuser cannot create pgvector (not a trusted extension)."""
+    import psycopg
+    from psycopg.conninfo import make_conninfo
+
+    role = f"plain_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(fresh_db, autocommit=True) as conn:
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+    try:
+        store = PgVectorStore(make_conninfo(fresh_db, user=role, password=""), schema="fresh", pool_max=2)
+        with pytest.raises(StorageError, match="CREATE EXTENSION vector") as info:
+            await store.open()
+        assert "superuser" in info.value.message and store._pool is None
+        assert not _has_vector(fresh_db)  # nothing was created
+    finally:
+        with psycopg.connect(fresh_db, autocommit=True) as conn:
+            conn.execute(f"DROP OWNED BY {role}")
+            conn.execute(f"DROP ROLE {role}")
+
+
+async def test_a_second_process_writes_are_seen_by_the_next_vector_search(tmp_path: Path) -> None:
+    """Two stores on one directory (a running server, a CLI ingest): the server's ANN index catches up
+    with documents the other wrote, replaced or deleted, even after the server wrote in between."""
+    server, cli = EmbeddedStore(tmp_path), EmbeddedStore(tmp_path)
+    await server.open()
+    await cli.open()
+    try:
+        first = make_doc("alpha", "/a.md", ["one", "two"], 1)
+        await server.upsert_documents([first])
+        assert len(server._indexes["alpha"]) == 2
+        versions_synced = dict(server._versions)
+
+        second = make_doc("alpha", "/b.md", ["three"], 2)
+        other = make_doc("beta", "/c.md", ["four"], 3)  # a collection the server has never seen
+        await cli.upsert_documents([second, other])
+        await server.upsert_documents([make_doc("alpha", "/d.md", ["five"], 4)])  # the server writes too
+        assert server._versions["alpha"] == versions_synced["alpha"]  # still behind: the cli wrote first
+        ranked = await server.vector_search(second[2][0], 1, collection="alpha")
+        assert ranked[0][0] == second[1][0].chunk_id
+        assert (await server.vector_search(other[2][0], 1))[0][0] == other[1][0].chunk_id  # all collections
+        assert len(server._indexes["alpha"]) == 4 and len(server._indexes["beta"]) == 1
+
+        replaced = make_doc("alpha", "/b.md", ["three, rewritten"], 5)  # same path: replaces its chunks
+        await cli.upsert_documents([replaced])
+        await cli.delete_documents([first[0].doc_id])
+        assert (await server.vector_search(replaced[2][0], 1, collection="alpha"))[0][0] == replaced[1][0].chunk_id
+        assert len(server._indexes["alpha"]) == 2  # old and deleted rows left the index too
+        assert server._versions["alpha"] == await cli.index_version("alpha")
+
+        version = server._versions["alpha"]  # its own writes keep it in sync without a full catch-up
+        await server.upsert_documents([make_doc("alpha", "/e.md", ["six"], 6)])
+        assert server._versions["alpha"] == version + 1
+    finally:
+        await cli.close()
+        await server.close()

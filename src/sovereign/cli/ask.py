@@ -22,11 +22,17 @@ async def _run(question: str, collection: str | None, top_k: int | None, max_tok
     settings = settings_from(config, rag={"store": store})
     console = Console()
     service = await RagService.open(settings)
-    engine = engine_factory("llamacpp-embedded")(settings=settings.engine)
     try:
+        engine = engine_factory("llamacpp-embedded")(settings=settings.engine)
         rag = RagChatBackend(lambda: engine, service.retriever,
                              collection=collection or settings.rag.default_collection,
-                             top_k=top_k or settings.rag.top_k, answer_tokens=max_tokens)
+                             top_k=top_k if top_k is not None else settings.rag.top_k, answer_tokens=max_tokens,
+                             require_collection=True)
+        await rag.ensure_collection()  # bad input fails before the model loads
+    except BaseException:
+        await service.close()
+        raise
+    try:
         with console.status("loading model..."):
             await engine.start()
         request = GenerationRequest(model=rag.name, messages=(ChatMessage("user", question),),

@@ -14,11 +14,13 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
 
 from sovereign.backends.base import Capabilities, ChatBackend
-from sovereign.errors import InvalidRequestError
+from sovereign.errors import InvalidRequestError, NotFoundError
 from sovereign.rag.models import Retriever, SearchHit
+from sovereign.rag.stores.base import check_collection
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest
 
 RAG_MODEL_NAME = "sovereign-rag"
+MAX_TOP_K = 100  # the retriever's own limit (HybridRetriever.check)
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered sources below. After each statement, cite the "
     "source it comes from as [1], [2], etc. If the sources do not contain the answer, say so.\n\nSources:\n"
@@ -38,18 +40,27 @@ class RagChatBackend:
         inner: resolves the chat backend that writes the answer (looked up per call, so a hot-swapped
             model is used at once).
         retriever: hybrid search. collection: the collection searched.
-        top_k: chunks retrieved. answer_tokens: output budget reserved when the request sets none.
+        top_k: chunks retrieved (1..100). answer_tokens: output budget reserved when the request sets none.
+        require_collection: raise NotFoundError when ``collection`` does not exist (``sovereign ask``,
+            where the user named it); when False (the server's chat model) an empty or not yet
+            created collection is answered without sources.
+
+    Raises:
+        InvalidRequestError: ``top_k`` outside 1..100, or an invalid collection name.
     """
 
     name = RAG_MODEL_NAME
 
     def __init__(self, inner: Callable[[], ChatBackend], retriever: Retriever, *, collection: str,
-                 top_k: int = 5, answer_tokens: int = 256) -> None:
+                 top_k: int = 5, answer_tokens: int = 256, require_collection: bool = False) -> None:
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+            raise InvalidRequestError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k!r}.", param="top_k")
         self._inner = inner
+        self.collection = check_collection(collection)
         self.retriever = retriever
-        self.collection = collection
         self.top_k = top_k
         self.answer_tokens = answer_tokens
+        self.require_collection = require_collection
 
     @property
     def capabilities(self) -> Capabilities:
@@ -70,10 +81,17 @@ class RagChatBackend:
         prompt, _ = await self._build(request)
         return await self._inner().count_prompt_tokens(prompt)
 
+    async def ensure_collection(self) -> None:
+        """Raise NotFoundError when the collection has never been written to (index version 0)."""
+        if await self.retriever.index_version(self.collection) == 0:
+            raise NotFoundError(f"Unknown collection {self.collection!r}; ingest documents into it first "
+                                "(sovereign ingest PATH --collection NAME).", param="collection")
+
     async def _hits(self, question: str) -> Sequence[SearchHit]:
-        versions_known = await self.retriever.index_version(self.collection)
-        if versions_known == 0:
-            return []  # nothing ingested yet: answer without sources rather than 404 the chat
+        if self.require_collection:
+            await self.ensure_collection()
+        elif await self.retriever.index_version(self.collection) == 0:
+            return []  # the server's chat model before any ingest: answer without sources, not 404
         return await self.retriever.search(question, top_k=self.top_k, collection=self.collection)
 
     async def _build(self, request: GenerationRequest) -> tuple[GenerationRequest, list[SearchHit]]:

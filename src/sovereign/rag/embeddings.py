@@ -157,20 +157,75 @@ class RemoteEmbedder:
         return int(len(text.split()) * 1.3) + 1
 
     async def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
+        """Embed ``texts`` in requests of ``settings.batch_size`` inputs each.
+
+        Returns:
+            ``(float32 [n, dimensions] unit vectors in input order, prompt tokens the engine reported)``.
+
+        Raises:
+            EngineError: the engine failed (HTTP error, not JSON) or answered a malformed body: no
+                ``data`` list, an item without an ``embedding`` list of numbers, indices that do not
+                cover the batch, or vectors whose length is not ``dimensions``.
+        """
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, self.dimensions), dtype=np.float32), 0
+        out: list[np.ndarray] = []
+        tokens = 0
+        for start in range(0, len(texts), self.settings.batch_size):
+            began = time.perf_counter()
+            vectors, used = await self._embed_batch(texts[start : start + self.settings.batch_size])
+            metrics.EMBEDDING_DURATION.labels(model=self.name).observe(time.perf_counter() - began)
+            out.append(vectors)
+            tokens += used
+        return np.concatenate(out), tokens
+
+    async def _embed_batch(self, batch: list[str]) -> tuple[np.ndarray, int]:
         try:
             response = await self._client.post(
                 self._url,
-                json={"model": self.settings.remote_model, "input": list(texts), "encoding_format": "float"},
+                json={"model": self.settings.remote_model, "input": batch, "encoding_format": "float"},
                 headers=self._headers,
             )
             response.raise_for_status()
             body = response.json()
         except (httpx.HTTPError, ValueError) as exc:
             raise EngineError(f"Remote embedding engine {self._url} failed: {exc}") from exc
-        rows = sorted(body["data"], key=lambda d: d["index"])
-        vectors = np.asarray([r["embedding"] for r in rows], dtype=np.float32)
+        vectors = self._parse(body, len(batch))
         vectors /= np.clip(np.linalg.norm(vectors, axis=1, keepdims=True), 1e-12, None)
-        return vectors, int(body.get("usage", {}).get("prompt_tokens", 0))
+        usage = body.get("usage")
+        prompt_tokens = usage.get("prompt_tokens", 0) if isinstance(usage, dict) else 0
+        return vectors, int(prompt_tokens) if isinstance(prompt_tokens, int) else 0
+
+    def _parse(self, body: Any, expected: int) -> np.ndarray:
+        """float32 ``[expected, dimensions]`` from an OpenAI embeddings body, ordered by ``index``."""
+
+        def bad(why: str) -> EngineError:
+            return EngineError(f"Remote embedding engine {self._url} answered a malformed body: {why}.")
+
+        data = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(data, list):
+            raise bad("no 'data' list")
+        if len(data) != expected:
+            raise bad(f"{len(data)} embeddings for {expected} inputs")
+        rows: dict[int, Any] = {}
+        for position, item in enumerate(data):
+            if not isinstance(item, dict) or not isinstance(item.get("embedding"), list):
+                raise bad(f"data[{position}] has no 'embedding' list")
+            index = item.get("index", position)
+            if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < expected or index in rows:
+                raise bad(f"data[{position}] has index {index!r}; expected each of 0..{expected - 1} once")
+            if len(item["embedding"]) != self.dimensions:
+                raise bad(f"data[{position}] has {len(item['embedding'])} dimensions, expected {self.dimensions} "
+                          "(set the remote model's dimensions to match the store)")
+            rows[index] = item["embedding"]
+        try:
+            vectors = np.asarray([rows[i] for i in range(expected)], dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise bad("an embedding holds something other than numbers") from exc
+        if not np.isfinite(vectors).all():
+            raise bad("an embedding holds NaN or infinity")
+        return vectors
 
 
 def encode_vector(vector: np.ndarray, encoding: str) -> list[float] | str:

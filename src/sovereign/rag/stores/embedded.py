@@ -6,7 +6,11 @@ vectors (the source of truth) and an FTS5 table (Porter-stemmed, BM25 ranking vi
 rowid. Writes commit to SQLite first and then update the in-memory index; the index file is saved
 by :meth:`flush` / :meth:`close`. On :meth:`open` every index is reconciled with SQLite (missing
 keys added from stored vectors, stale keys removed, an unreadable file rebuilt), so a crash at any
-moment (SIGKILL included) loses nothing and leaves no ghost.
+moment (SIGKILL included) loses nothing and leaves no ghost. Several processes may share one
+directory (a server and a CLI ``ingest``): every collection's ``version`` counter (bumped in the
+same transaction as each write) is compared with the version the in-memory index was last synced
+at, one small SELECT per vector search, and a collection changed by another process is reconciled
+the same way before the search runs.
 
 Why usearch: measured in ``bench/rag_bench.py`` against exact search (recall@10 and p50 on 200k
 vectors); it is a single wheel with no server and supports deletion and incremental adds.
@@ -79,6 +83,7 @@ class EmbeddedStore:
         self._executor: ThreadPoolExecutor | None = None
         self._db: sqlite3.Connection | None = None
         self._indexes: dict[str, Any] = {}
+        self._versions: dict[str, int] = {}  # collection -> SQLite version its in-memory index reflects
         self._dirty: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -126,13 +131,56 @@ class EmbeddedStore:
         db.execute("PRAGMA busy_timeout=10000")
         db.executescript(_SCHEMA)
         for (collection,) in db.execute("SELECT name FROM collections").fetchall():
-            self._indexes[collection] = self._reconcile(collection)
+            self._catch_up(collection)
         for stale in (self.directory / "ann").glob("*.usearch"):
             if stale.stem not in self._indexes:
                 stale.unlink()
 
-    def _reconcile(self, collection: str) -> Any:
-        """Load ``collection``'s ANN index and make its key set equal to SQLite's chunk ids."""
+    def _catch_up(self, collection: str) -> None:
+        """Reconcile ``collection``'s index with SQLite and record the version it now reflects.
+
+        Runs in one read transaction, so the version read and the chunk rows come from the same
+        snapshot (WAL): a write committed meanwhile by another process bumps the version past the
+        recorded one and is caught up by the next search.
+        """
+        self.db.execute("BEGIN")
+        try:
+            row = self.db.execute("SELECT version FROM collections WHERE name = ?", (collection,)).fetchone()
+            self._indexes[collection] = self._reconcile(collection, self._indexes.get(collection))
+            self._versions[collection] = int(row[0]) if row else 0
+        finally:
+            self.db.execute("COMMIT")
+
+    def _catch_up_changed(self) -> None:
+        """Catch up every collection whose SQLite version moved since its index was last synced.
+
+        Another process (``sovereign ingest`` next to a running server) may have written to the
+        same directory; this is one small SELECT when nothing changed.
+        """
+        for name, version in self.db.execute("SELECT name, version FROM collections").fetchall():
+            if self._versions.get(name) != version:
+                log.info("collection %s changed outside this process (version %s); catching up", name, version)
+                self._catch_up(name)
+
+    def _versions_of(self, collections: set[str]) -> dict[str, int]:
+        marks = ",".join("?" * len(collections))
+        sql = f"SELECT name, version FROM collections WHERE name IN ({marks})"
+        return {n: int(v) for n, v in self.db.execute(sql, sorted(collections)).fetchall()}
+
+    def _advance_versions(self, before: dict[str, int], after: dict[str, int]) -> None:
+        """After our own committed write: a collection that was in sync before it is in sync after it.
+
+        One that was already behind (another process wrote first) stays behind, so the next search
+        reconciles it in full.
+        """
+        for name, version in after.items():
+            if self._versions.get(name, 0) == before.get(name, 0):
+                self._versions[name] = version
+
+    def _reconcile(self, collection: str, index: Any = None) -> Any:
+        """Make ``index`` (default: the saved file) hold exactly SQLite's chunk ids of ``collection``."""
+        if index is not None:
+            return self._sync_keys(collection, index)
         path = self._ann_path(collection)
         index = self._new_index()
         if path.is_file():
@@ -141,6 +189,10 @@ class EmbeddedStore:
             except Exception as exc:  # a torn or foreign file: rebuild from SQLite
                 log.warning("ANN index %s unreadable (%s); rebuilding", path, type(exc).__name__)
                 index = self._new_index()
+        return self._sync_keys(collection, index)
+
+    def _sync_keys(self, collection: str, index: Any) -> Any:
+        """Add SQLite rows missing from ``index`` and remove keys SQLite no longer has; returns ``index``."""
         have = np.asarray(index.keys, dtype=np.int64) if len(index) else np.zeros(0, dtype=np.int64)
         rows = self.db.execute("SELECT id FROM chunks WHERE collection = ?", (collection,)).fetchall()
         want = np.fromiter((r[0] for r in rows), dtype=np.int64, count=len(rows))
@@ -195,6 +247,7 @@ class EmbeddedStore:
             self.db.close()
             self._db = None
             self._indexes.clear()
+            self._versions.clear()
 
     # -- reads ------------------------------------------------------------------------------
     async def collections(self) -> dict[str, int]:
@@ -275,6 +328,7 @@ class EmbeddedStore:
     def _vector_search_sync(
         self, query: np.ndarray, k: int, collection: str | None, path_glob: str | None
     ) -> Ranked:
+        self._catch_up_changed()
         names = [collection] if collection else list(self._indexes)
         found: list[tuple[int, float]] = []
         for name in names:
@@ -362,8 +416,10 @@ class EmbeddedStore:
         db = self.db
         added: list[tuple[str, int, np.ndarray]] = []
         removed: list[tuple[str, list[int]]] = []
+        touched = {doc.collection for doc, _, _ in items}
         db.execute("BEGIN IMMEDIATE")
         try:
+            before = self._versions_of(touched)
             for doc, chunks, vectors in items:
                 removed.append((doc.collection, self._delete_chunks_sync(doc.doc_id)))
                 db.execute("INSERT INTO collections (name, version) VALUES (?, 1) "
@@ -386,11 +442,13 @@ class EmbeddedStore:
                     db.execute("INSERT INTO chunks_fts (rowid, title, heading, text) VALUES (?, ?, ?, ?)",
                                (rowid, doc.title, chunk.heading, chunk.text))
                     added.append((doc.collection, rowid, vector))
+            after = self._versions_of(touched)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")
             raise
         self._apply_ann(added, removed)
+        self._advance_versions(before, after)
 
     def _delete_chunks_sync(self, doc_id: str) -> list[int]:
         ids = [r[0] for r in self.db.execute("SELECT id FROM chunks WHERE doc_id = ?", (doc_id,))]
@@ -423,18 +481,23 @@ class EmbeddedStore:
         removed: list[tuple[str, list[int]]] = []
         self.db.execute("BEGIN IMMEDIATE")
         try:
+            before: dict[str, int] = {}
             for doc_id in doc_ids:
                 found = self._documents_sync("d.doc_id = ?", (doc_id,), 1, 0)
                 if not found:
                     continue
+                if found[0].collection not in before:  # its version before our first bump
+                    before.update(self._versions_of({found[0].collection}))
                 deleted.append(found[0])
                 removed.append((found[0].collection, self._delete_chunks_sync(doc_id)))
                 self.db.execute("DELETE FROM documents WHERE doc_id = ?", (doc_id,))
                 self.db.execute("UPDATE collections SET version = version + 1 WHERE name = ?",
                                 (found[0].collection,))
+            after = self._versions_of({d.collection for d in deleted})
             self.db.execute("COMMIT")
         except BaseException:
             self.db.execute("ROLLBACK")
             raise
         self._apply_ann([], removed)
+        self._advance_versions(before, after)
         return deleted

@@ -8,6 +8,8 @@ transaction (``SET LOCAL``); ``hnsw.iterative_scan = relaxed_order`` (pgvector >
 filtered queries from returning too few rows. The keyword side is a stored generated ``tsvector``
 (English configuration, GIN index) ranked with ``ts_rank_cd`` (cover density; PostgreSQL's
 built-in stand-in for BM25). Connections come from a psycopg 3 ``AsyncConnectionPool``.
+:meth:`PgVectorStore.open` enables the ``vector`` extension (``CREATE EXTENSION IF NOT EXISTS``)
+before it opens the pool; that needs a superuser once per database.
 
 Errors: every ``psycopg.Error`` becomes :class:`~sovereign.errors.StorageError`.
 """
@@ -96,12 +98,19 @@ class PgVectorStore:
             raise StorageError(f"PostgreSQL store failed: {exc}") from exc
 
     async def open(self) -> None:
+        """Enable ``vector`` if missing, open the pool, create the schema and indexes (idempotent).
+
+        Raises:
+            StorageError: PostgreSQL unreachable, pgvector missing or not creatable by this role,
+                or a DDL statement failed.
+        """
         import psycopg
         from pgvector.psycopg import register_vector_async
         from psycopg_pool import AsyncConnectionPool
 
         if self._pool is not None:
             return
+        await self._ensure_extension()
 
         async def configure(conn: Any) -> None:
             await register_vector_async(conn)
@@ -138,6 +147,43 @@ class PgVectorStore:
         except StorageError:
             await self.close()
             raise
+
+    async def _ensure_extension(self) -> None:
+        """Run ``CREATE EXTENSION IF NOT EXISTS vector`` on a plain connection (not the pool).
+
+        The pool's ``configure`` hook registers the ``vector`` type on every connection, which fails
+        when the extension is absent, so the extension must exist before the pool opens. Creating it
+        needs a superuser (pgvector is not a trusted extension); once it exists any role may use it.
+
+        Raises:
+            StorageError: cannot connect, the role may not create the extension, or the server has
+                no pgvector installed.
+        """
+        import psycopg
+        from psycopg import errors as pg_errors
+
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True, connect_timeout=30)
+        except psycopg.Error as exc:
+            raise StorageError(f"Cannot connect to PostgreSQL for the pgvector store: {exc}") from exc
+        try:
+            async with conn:
+                await conn.execute("CREATE EXTENSION IF NOT EXISTS vector")
+        except pg_errors.UniqueViolation:
+            pass  # another process created it at the same moment
+        except pg_errors.InsufficientPrivilege as exc:
+            raise StorageError(
+                "The pgvector extension is not enabled in this database and this role may not create it. "
+                "Ask a superuser to run `CREATE EXTENSION vector;` in the database (once), then retry. "
+                f"PostgreSQL said: {exc}"
+            ) from exc
+        except (pg_errors.FeatureNotSupported, pg_errors.UndefinedFile) as exc:
+            raise StorageError(
+                "The PostgreSQL server has no pgvector installed (extension 'vector' is not available); "
+                f"install pgvector on the server, then retry. PostgreSQL said: {exc}"
+            ) from exc
+        except psycopg.Error as exc:
+            raise StorageError(f"Cannot enable the pgvector extension: {exc}") from exc
 
     async def close(self) -> None:
         if self._pool is not None:

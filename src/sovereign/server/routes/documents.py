@@ -3,9 +3,11 @@
 ``POST /v1/documents`` takes JSON: either ``path`` (a server-side file or directory that must lie
 under one of ``rag.allowed_roots``; anything else is 403) or ``files`` (uploads as
 ``{"filename", "content_base64"}``; stored under the logical path ``upload/<filename>``), plus
-optional ``collection`` and ``prune``. It answers the ingestion report. ``GET /v1/documents``
-lists documents, ``DELETE /v1/documents/{id}`` removes one (404 when unknown), ``POST /v1/search``
-returns ranked chunks with RRF scores and the collection's ``index_version``.
+optional ``collection`` and ``prune``; or ``multipart/form-data`` with one ``files`` part per
+uploaded file and an optional ``collection`` field. It answers the ingestion report.
+``GET /v1/documents`` lists documents (404 for an unknown ``collection``), ``DELETE
+/v1/documents/{id}`` removes one (404 when unknown), ``POST /v1/search`` returns ranked chunks
+with RRF scores and the collection's ``index_version``.
 """
 
 from __future__ import annotations
@@ -17,11 +19,14 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi.exceptions import RequestValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from sovereign.errors import EngineUnavailableError, InvalidRequestError, PermissionDeniedError
-from sovereign.rag.ingest import SourceFile
+from sovereign.errors import EngineUnavailableError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from sovereign.rag.ingest import IngestReport, SourceFile
 from sovereign.rag.service import RagService
+from sovereign.rag.stores.base import check_collection
 from sovereign.server.state import get_state, require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -68,10 +73,91 @@ def _allowed(path: str, roots: list[Path]) -> Path:
     )
 
 
-@router.post("/v1/documents")
-async def ingest_documents(request: Request, body: IngestBody) -> dict[str, Any]:
-    """Ingest a server-side path or uploaded files; returns the ingestion report."""
+def _inline_refs(schema: dict[str, Any]) -> dict[str, Any]:
+    """A pydantic JSON schema with its ``$defs`` references inlined (for ``openapi_extra``)."""
+    defs = schema.pop("$defs", {})
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return walk(defs[ref.rsplit("/", 1)[1]])
+            return {k: walk(v) for k, v in node.items()}
+        if isinstance(node, list):
+            return [walk(v) for v in node]
+        return node
+
+    return dict(walk(schema))
+
+
+_INGEST_OPENAPI = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": _inline_refs(IngestBody.model_json_schema())},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["files"], "properties": {
+        "files": {"type": "array", "items": {"type": "string", "format": "binary"}},
+        "collection": {"type": "string"}}}},
+}}}
+MAX_UPLOAD_FILES = 1000
+
+
+def _safe_name(filename: str | None, param: str) -> str:
+    """The base name of an uploaded file. Raises InvalidRequestError for an empty, ``.`` or ``..`` name."""
+    name = Path(filename or "").name
+    if not name or name in {".", ".."} or len(name) > 255:
+        raise InvalidRequestError(f"Invalid filename {filename!r}.", param=param)
+    return name
+
+
+async def _json_body(request: Request) -> IngestBody:
+    """The JSON form of the request. Raises InvalidRequestError (not JSON) / RequestValidationError."""
+    try:
+        raw = await request.json()
+    except ValueError as exc:
+        raise InvalidRequestError("The request body is not valid JSON (or send multipart/form-data files).") from exc
+    try:
+        return IngestBody.model_validate(raw)
+    except ValidationError as exc:
+        raise RequestValidationError(exc.errors(include_url=False)) from exc
+
+
+async def _multipart_sources(request: Request, tmp: Path) -> tuple[list[SourceFile], str | None]:
+    """Uploaded ``files`` (one form part each) written under ``tmp``, and the ``collection`` field.
+
+    Raises:
+        InvalidRequestError: no file, a field other than ``files`` / ``collection``, a bad filename.
+    """
+    sources: list[SourceFile] = []
+    collection: str | None = None
+    async with request.form(max_files=MAX_UPLOAD_FILES) as form:
+        for key, value in form.multi_items():
+            if key == "collection" and isinstance(value, str):
+                collection = value or None
+            elif key == "files" and isinstance(value, StarletteUploadFile):
+                i = len(sources)
+                name = _safe_name(value.filename, f"files.{i}")
+                real = tmp / f"{i}-{name}"
+                with real.open("wb") as out:
+                    while block := await value.read(1 << 20):
+                        out.write(block)
+                sources.append(SourceFile(real, f"upload/{name}"))
+            else:
+                raise InvalidRequestError(
+                    f"Unexpected form field {key!r}: send files as 'files' parts and optionally 'collection'.",
+                    param=key)
+    if not sources:
+        raise InvalidRequestError("Send at least one file as a 'files' part.", param="files")
+    return sources, collection
+
+
+@router.post("/v1/documents", openapi_extra=_INGEST_OPENAPI)
+async def ingest_documents(request: Request) -> dict[str, Any]:
+    """Ingest a server-side path or uploaded files (JSON base64 or multipart); returns the ingestion report."""
     service = _service(request)
+    if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        with tempfile.TemporaryDirectory(prefix="sovereign-upload-") as tmp:
+            sources, collection = await _multipart_sources(request, Path(tmp))
+            report = await service.ingest_files(sources, collection)
+        return await _report(service, collection, report)
+    body = await _json_body(request)
     if (body.path is None) == (body.files is None):
         raise InvalidRequestError("Send exactly one of 'path' or 'files'.", param="path")
     if body.path is not None:
@@ -79,11 +165,9 @@ async def ingest_documents(request: Request, body: IngestBody) -> dict[str, Any]
         report = await service.ingest_paths([root], body.collection, prune=body.prune)
     else:
         with tempfile.TemporaryDirectory(prefix="sovereign-upload-") as tmp:
-            sources = []
+            json_sources = []
             for i, upload in enumerate(body.files or []):
-                name = Path(upload.filename).name
-                if not name or name in {".", ".."}:
-                    raise InvalidRequestError(f"Invalid filename {upload.filename!r}.", param=f"files.{i}.filename")
+                name = _safe_name(upload.filename, f"files.{i}.filename")
                 try:
                     data = base64.b64decode(upload.content_base64, validate=True)
                 except (binascii.Error, ValueError) as exc:
@@ -91,11 +175,15 @@ async def ingest_documents(request: Request, body: IngestBody) -> dict[str, Any]
                                               param=f"files.{i}.content_base64") from exc
                 real = Path(tmp) / f"{i}-{name}"
                 real.write_bytes(data)
-                sources.append(SourceFile(real, f"upload/{name}"))
-            report = await service.ingest_files(sources, body.collection)
-    collection = body.collection or service.default_collection
-    return {"object": "ingest.report", "collection": collection,
-            "index_version": await service.store.index_version(collection), **report.to_dict()}
+                json_sources.append(SourceFile(real, f"upload/{name}"))
+            report = await service.ingest_files(json_sources, body.collection)
+    return await _report(service, body.collection, report)
+
+
+async def _report(service: RagService, collection: str | None, report: IngestReport) -> dict[str, Any]:
+    name = collection or service.default_collection
+    return {"object": "ingest.report", "collection": name,
+            "index_version": await service.store.index_version(name), **report.to_dict()}
 
 
 @router.get("/v1/documents")
@@ -103,8 +191,14 @@ async def list_documents(
     request: Request, collection: str | None = None, limit: int = Query(100, ge=1, le=1000),
     offset: int = Query(0, ge=0),
 ) -> dict[str, Any]:
-    """Documents (optionally of one collection), ordered by path."""
-    docs = await _service(request).store.list_documents(collection, limit=limit, offset=offset)
+    """Documents (optionally of one collection), ordered by path; 404 for an unknown collection."""
+    store = _service(request).store
+    if collection is not None:
+        check_collection(collection)
+        if collection not in await store.collections():
+            raise NotFoundError(f"Unknown collection {collection!r}; ingest documents into it first.",
+                                param="collection")
+    docs = await store.list_documents(collection, limit=limit, offset=offset)
     return {"object": "list", "data": [d.to_dict() for d in docs]}
 
 
