@@ -1,6 +1,7 @@
 """Agent pipeline benchmark: orchestration overhead, end-to-end latency, quality vs the simple chain.
 
-Run: ``.venv/bin/python bench/agents_bench.py`` (prints one JSON object; bounded by the options).
+Run: ``.venv/bin/python bench/agents_bench.py`` (prints one JSON object; bounded by the options);
+``--overhead-only`` runs part 1 alone (seconds, no model or documents needed).
 
 1. ``overhead``: p50/p95 per question with an instant fake model, store and embedder, i.e. the
    pipeline's own cost (LangGraph, nodes, checkpointer) excluding model and embedding time;
@@ -227,9 +228,14 @@ async def main() -> None:
     parser.add_argument("--ingest", action=argparse.BooleanOptionalAction, default=True,
                         help="ingest the questions' pages + tutorial first (idempotent; minutes the first time)")
     parser.add_argument("--ingest-all", action="store_true", help="ingest library/, reference/, howto/... too")
+    parser.add_argument("--overhead-only", action="store_true", help="measure the orchestration overhead only")
     args = parser.parse_args()
     questions = load_questions()
     report: dict[str, Any] = {"questions": len(questions), "overhead_ms": await overhead(questions, args.runs)}
+    if args.overhead_only:
+        json.dump(report, sys.stdout, indent=2)
+        print()
+        return
     report["threshold_calibration"] = await calibrate()
     report["quality"] = await quality(args, questions)
     json.dump(report, sys.stdout, indent=2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -12,12 +13,35 @@ import pytest
 from rich.console import Console
 from typer.testing import CliRunner
 
-from sovereign.agents.cli_view import NodeBoard, run_agent_view
+from sovereign.agents.cli_view import NodeBoard, _print_footer, run_agent_view
 from sovereign.cli.main import app
 from sovereign.config import load_settings
 from sovereign.errors import InvalidRequestError
 
 pytestmark = pytest.mark.anyio
+
+VERDICT_LINE = re.compile(
+    r"^validator: (passed|failed|skipped) · (grounded|not grounded) · conversation (\S+)\s*$", re.M)
+
+
+def verdict_line(output: str) -> tuple[str, bool, str]:
+    """``(validator status, grounded, conversation id)`` from the view's one footer verdict line."""
+    found = VERDICT_LINE.findall(output)
+    assert len(found) == 1, f"expected one verdict line, got {found!r} in:\n{output}"
+    status, grounded, conversation = found[0]
+    return status, grounded == "grounded", conversation
+
+
+@pytest.mark.parametrize(("meta", "expected"), [
+    ({"grounded": True, "validator": {"status": "passed"}, "conversation_id": "c-1"}, ("passed", True, "c-1")),
+    ({"grounded": False, "validator": {"status": "failed"}, "conversation_id": "c-2"}, ("failed", False, "c-2")),
+    ({"grounded": False, "validator": {"status": "skipped"}, "conversation_id": "c-3",
+      "warnings": ["retrieval failed; degraded to the simple path"]}, ("skipped", False, "c-3")),
+])
+def test_footer_verdict_line_parses(meta: dict[str, object], expected: tuple[str, bool, str]) -> None:
+    out = io.StringIO()
+    _print_footer(Console(file=out, width=120), meta)
+    assert verdict_line(out.getvalue()) == expected
 
 
 def test_board_tracks_node_events() -> None:
@@ -38,7 +62,8 @@ async def test_view_answers_and_degrades_without_documents() -> None:
     meta = await run_agent_view("How do I read a CSV file in Python?", settings, max_tokens=8,
                                 console=Console(file=out, width=120))
     text = out.getvalue()
-    assert "router" in text and "validator:" in text
+    assert "router" in text
+    assert verdict_line(text)[:2] == ("skipped", False)  # the simple path: no validation
     assert meta["degraded"] and meta["warnings"]
 
 
@@ -70,7 +95,9 @@ def test_ask_agent_cli_cites_ingested_docs(tmp_path: Path) -> None:
     )
     assert answer.returncode == 0, answer.stderr
     assert "functools.html" in answer.stdout  # a source pointing at the right page
-    assert "validator:" in answer.stdout and ("grounded" in answer.stdout)
+    status, grounded, conversation = verdict_line(answer.stdout)
+    assert status in {"passed", "failed"}  # the validator ran: not degraded, not skipped
+    assert grounded == (status == "passed") and re.fullmatch(r"[0-9a-f]{32}", conversation)
     bad = subprocess.run([sys.executable, "-m", "sovereign", "ask", "--agent", "   "], env=env,
                          capture_output=True, text=True, timeout=120)  # bad input: a blank question
     assert bad.returncode == 1 and "error:" in bad.stderr

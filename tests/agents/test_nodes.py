@@ -34,12 +34,14 @@ def test_router_rules(question: str, expected: str) -> None:
 
 async def test_router_asks_model_only_when_unsure_and_validates() -> None:
     model = FakeChatModel('{"route": "direct", "reason": "chit-chat"}')
-    record, tokens = await router.route("Good stuff, keep going", model)
-    assert record == {"route": "direct", "reason": "chit-chat", "by": "model"} and tokens > 0
+    record, usage = await router.route("Good stuff, keep going", model)
+    assert record == {"route": "direct", "reason": "chit-chat", "by": "model"}
     assert model.calls[0].sampling.json_mode
+    prompt = await model.count_prompt_tokens(model.calls[0])
+    assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, 4)  # the fake streams 4 words
     confident = FakeChatModel('{"route": "direct"}')
-    await router.route("How do I parse JSON in Python?", confident)
-    assert confident.calls == []  # rules decided, no model call
+    _, none = await router.route("How do I parse JSON in Python?", confident)
+    assert confident.calls == [] and none.total_tokens == 0  # rules decided, no model call
 
 
 @pytest.mark.parametrize("garbage", ["", "sure!", '{"route": "maybe"}', '{"reason": 1}', "{not json}"])
@@ -106,15 +108,19 @@ async def test_retrieve_runs_subqueries_and_survives_partial_failure() -> None:
 
 async def test_rerank_orders_by_similarity() -> None:
     hits = [_hit("a", "operating system functionality"), _hit("b", "encodes JSON text")]
-    reranked = await retrieval.rerank("JSON text", hits, FakeEmbedder())
+    reranked, tokens = await retrieval.rerank("JSON text", hits, FakeEmbedder())
     assert reranked[0].chunk_id == "b"
+    assert tokens == 2 + 3 + 3  # FakeEmbedder counts words of the query and both chunks
+    assert await retrieval.rerank("JSON text", hits[:1], FakeEmbedder()) == (hits[:1], 0)
 
 
 async def test_validator_citations_and_support() -> None:
     sources = [{"n": 1, "text": DOCS["json.html"]}, {"n": 2, "text": DOCS["os.html"]}]
     good = "The json module encodes Python objects as JSON text [1]."
-    verdict, _ = await validator.validate(good, sources, FakeEmbedder(), 0.45)
+    verdict, tokens = await validator.validate(good, sources, FakeEmbedder(), 0.45)
     assert verdict["status"] == "passed" and verdict["checked"] == 1
+    embedder = FakeEmbedder()
+    assert tokens == sum(embedder.count_tokens(t) for t in [good.replace(" [1]", ""), *DOCS.values()][:3])
     bad = "The json module encodes Python objects as JSON text [7]. Bananas grow on tall green trees [2]."
     verdict, _ = await validator.validate(bad, sources, FakeEmbedder(), 0.45)
     assert verdict["status"] == "failed" and verdict["invalid_citations"] == [7]

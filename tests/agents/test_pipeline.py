@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import threading
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,13 +12,14 @@ from typing import Any
 import pytest
 
 from sovereign.agents.backend import REVISION_SEPARATOR, AgentBackend
+from sovereign.agents.graph import ThreadedSqliteSaver
 from sovereign.agents.state import AgentDeps
 from sovereign.backends.base import collect
 from sovereign.config import AgentSettings
 from sovereign.errors import EngineError, InvalidRequestError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.testing.agent_fakes import FakeChatModel, FakeEmbedder, FakeRetriever, failing_node
-from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
+from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest, SamplingParams, Usage
 
 pytestmark = pytest.mark.anyio
 
@@ -60,9 +64,45 @@ async def test_grounded_answer_with_sources_timings_and_metadata(make: Any) -> N
     assert meta["grounded"] is True and meta["validator"]["status"] == "passed"
     assert meta["sources"][0]["path"] == "json.html" and "text" not in meta["sources"][0]
     assert set(meta["nodes"]) == {"router", "planner", "retrieval", "synthesizer", "validator"}
-    assert all(n["ms"] >= 0 for n in meta["nodes"].values()) and meta["nodes"]["synthesizer"]["tokens"] > 0
+    assert all(n["ms"] >= 0 for n in meta["nodes"].values()) and meta["nodes"]["synthesizer"]["completion_tokens"] > 0
     assert meta["conversation_id"] == "conv-1" and meta["warnings"] == [] and meta["degraded"] is False
-    assert chunks[-1].usage.completion_tokens == meta["nodes"]["synthesizer"]["tokens"]
+    assert chunks[-1].usage.completion_tokens == meta["nodes"]["synthesizer"]["completion_tokens"]
+
+
+async def test_usage_splits_prompt_completion_and_embedding_tokens(make: Any) -> None:
+    """The router's and synthesizer's calls add up to ``usage``; the validator's embedding tokens
+    are reported on their own and never counted as chat tokens."""
+    answer = "The json module encodes Python objects as JSON text [1]."
+    model = FakeChatModel(lambda r: '{"route": "retrieve", "reason": "docs"}' if r.sampling.json_mode else answer)
+    embedder = FakeEmbedder()
+    backend = await make(model=model, embedder=embedder)
+    result = await collect(backend.stream(request("Tell me about encoding objects as JSON text")))
+    meta, nodes = result.metadata, result.metadata["nodes"]
+    assert meta["route"]["by"] == "model" and meta["grounded"] is True  # no rule fired: the model routed
+    route_call, answer_call = model.calls
+    prompts = [await model.count_prompt_tokens(c) for c in (route_call, answer_call)]
+    assert prompts[0] > 0 and prompts[1] > prompts[0]  # the answer prompt carries the sources
+    assert (nodes["router"]["prompt_tokens"], nodes["router"]["completion_tokens"]) == (prompts[0], 4)
+    assert (nodes["synthesizer"]["prompt_tokens"], nodes["synthesizer"]["completion_tokens"]) == (prompts[1], 10)
+    assert result.usage.prompt_tokens == prompts[0] + prompts[1]
+    assert result.usage.completion_tokens == 4 + 10  # not inflated by the routing prompt
+    cited = [DOCS[s["path"]] for s in meta["sources"]]
+    embedded = sum(embedder.count_tokens(t) for t in [answer.replace(" [1]", ""), *cited])
+    assert nodes["validator"]["embedding_tokens"] == embedded > 0
+    assert all(nodes[n]["prompt_tokens"] == nodes[n]["completion_tokens"] == 0 for n in ("planner", "validator"))
+    assert all(n["embedding_tokens"] == 0 for name, n in nodes.items() if name != "validator")
+    assert meta["usage"] == {**result.usage.to_dict(), "embedding_tokens": embedded}
+
+
+async def test_rerank_embedding_tokens_are_counted_in_retrieval(make: Any) -> None:
+    embedder = FakeEmbedder()
+    backend = await make(embedder=embedder, rerank=True)
+    result = await collect(backend.stream(request()))
+    nodes = result.metadata["nodes"]
+    texts = [QUESTION, *(DOCS[s["path"]] for s in result.metadata["sources"])]
+    assert len(texts) == 3 and nodes["retrieval"]["embedding_tokens"] == sum(map(embedder.count_tokens, texts))
+    assert result.metadata["usage"]["embedding_tokens"] == (
+        nodes["retrieval"]["embedding_tokens"] + nodes["validator"]["embedding_tokens"])
 
 
 async def test_direct_route_skips_retrieval_and_validation(make: Any) -> None:
@@ -128,19 +168,90 @@ async def test_model_down_everywhere_raises_engine_error_not_500(make: Any) -> N
         await collect(backend.stream(request()))
 
 
+FIRST, FOLLOW_UP = "How do I parse JSON in Python?", "and what does it return?"
+
+
+async def two_turns(backend: AgentBackend, model: FakeChatModel, conversation_id: str) -> None:
+    """Ask FIRST then FOLLOW_UP in one conversation; the follow-up's answer prompt (the recording
+    model's last call) must carry the first turn, question and answer, between system and question."""
+    first = await collect(backend.stream(request(FIRST, conversation_id=conversation_id)))
+    assert first.text and not first.metadata["degraded"]
+    await collect(backend.stream(request(FOLLOW_UP, conversation_id=conversation_id)))
+    prompt = model.calls[-1].messages
+    assert prompt[0].role == "system" and "Sources:" in prompt[0].content  # the synthesizer's call
+    assert [(m.role, m.content) for m in prompt[1:]] == [
+        ("user", FIRST), ("assistant", first.text), ("user", FOLLOW_UP)]
+    assert await backend.graph.turns(conversation_id) == [
+        {"role": "user", "content": FIRST}, {"role": "assistant", "content": first.text},
+        {"role": "user", "content": FOLLOW_UP}, {"role": "assistant", "content": model.reply_for(model.calls[-1])}]
+
+
 async def test_conversation_memory_in_sqlite_checkpointer(make: Any, tmp_path: Path) -> None:
     model = FakeChatModel()
     backend = await make(model=model, checkpointer="sqlite")
-    await collect(backend.stream(request("How do I parse JSON in Python?", conversation_id="c-42")))
-    await collect(backend.stream(request("and what does it return?", conversation_id="c-42")))
-    follow_up = model.calls[-1].messages
-    assert follow_up[1].content == "How do I parse JSON in Python?"  # earlier turn in prompt
-    assert await backend.graph.turns("c-42") and len(await backend.graph.turns("c-42")) == 4
+    await two_turns(backend, model, "c-42")
     assert await backend.graph.turns("other") == []
     assert (tmp_path / "agents.sqlite").is_file()
     await backend.close()
     reopened = await make(model=model, checkpointer="sqlite")  # survives a restart
     assert len(await reopened.graph.turns("c-42")) == 4
+
+
+async def test_stored_checkpoint_keeps_the_conversation_not_the_run(make: Any, tmp_path: Path) -> None:
+    backend = await make(checkpointer="sqlite")
+    result = await collect(backend.stream(request(conversation_id="slim-1")))
+    assert result.metadata["sources"] and result.metadata["validator"]["status"] == "passed"
+    (blob,) = sqlite3.connect(tmp_path / "agents.sqlite").execute(
+        "SELECT checkpoint FROM checkpoints WHERE thread_id = 'slim-1'").fetchone()
+    assert b"portable way" not in blob and b"passed" not in blob  # no sources, no verdict stored
+    snapshot = await backend.graph._graph.aget_state({"configurable": {"thread_id": "slim-1"}})
+    assert snapshot.values["sources"] == [] and snapshot.values["nodes"] == {}
+    assert snapshot.values["turns"] == [{"role": "user", "content": QUESTION},
+                                        {"role": "assistant", "content": result.text}]
+
+
+async def test_sqlite_checkpointer_lists_and_deletes_on_its_own_thread(make: Any) -> None:
+    backend = await make(checkpointer="sqlite")
+    for question in (FIRST, FOLLOW_UP):
+        await collect(backend.stream(request(question, conversation_id="del-1")))
+    saver = backend.graph._graph.checkpointer
+    assert isinstance(saver, ThreadedSqliteSaver)
+    assert len([t async for t in saver.alist({"configurable": {"thread_id": "del-1"}})]) == 2  # one per run
+    assert (await saver._call(lambda: threading.current_thread().name)).startswith("agents-checkpoints")
+    await saver.adelete_thread("del-1")
+    assert await backend.graph.turns("del-1") == []
+
+
+async def test_events_arrive_per_node_in_order(make: Any) -> None:
+    backend = await make()
+    kinds: list[str] = []
+    async for item in backend.events(QUESTION, [], "order-1", request()):
+        if not isinstance(item, dict) or item["type"] not in ("node_start", "node_end", "token", "final"):
+            continue
+        kind = f"{item['type']}:{item['node']}" if "node" in item else item["type"]
+        if not kinds or kinds[-1] != kind:  # consecutive tokens count once
+            kinds.append(kind)
+    before = [f"{kind}:{node}" for node in ("router", "planner", "retrieval") for kind in ("node_start", "node_end")]
+    assert kinds == [*before, "node_start:synthesizer", "token", "node_end:synthesizer",
+                     "node_start:validator", "node_end:validator", "final"]
+
+
+async def test_closing_the_stream_cancels_the_running_graph(make: Any) -> None:
+    cancelled = asyncio.Event()
+
+    class Stalling(FakeChatModel):
+        async def stream(self, req: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+            yield GenerationChunk(text="The", usage=Usage(1, 1))
+            try:
+                await asyncio.sleep(30)
+            finally:
+                cancelled.set()
+
+    backend = await make(model=Stalling())
+    stream = backend.stream(request())
+    assert (await anext(stream)).text == "The"
+    await stream.aclose()  # the client went away
+    await asyncio.wait_for(cancelled.wait(), 1)
 
 
 @pytest.mark.parametrize(("req", "error"), [
@@ -161,10 +272,14 @@ async def test_bad_input_is_a_400(make: Any, req: GenerationRequest, error: type
 async def test_conversation_memory_in_postgres_checkpointer(make: Any, pg_uri: str,
                                                             monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AGENT_TEST_PG", pg_uri)
-    backend = await make(checkpointer="postgres", pg_dsn_env="AGENT_TEST_PG")
-    await collect(backend.stream(request("How do I parse JSON in Python?", conversation_id="pg-1")))
-    await collect(backend.stream(request("and what does it return?", conversation_id="pg-1")))
-    assert len(await backend.graph.turns("pg-1")) == 4
+    model = FakeChatModel()
+    backend = await make(model=model, checkpointer="postgres", pg_dsn_env="AGENT_TEST_PG")
+    await two_turns(backend, model, "pg-1")
+    await collect(backend.stream(request(FOLLOW_UP, conversation_id="pg-other")))
+    assert [m.role for m in model.calls[-1].messages] == ["system", "user"]  # another conversation: no history
+    await backend.close()
+    reopened = await make(model=model, checkpointer="postgres", pg_dsn_env="AGENT_TEST_PG")
+    assert len(await reopened.graph.turns("pg-1")) == 4  # persisted in the database, not the process
 
 
 async def test_postgres_without_dsn_is_a_config_error(make: Any) -> None:

@@ -6,9 +6,15 @@ the synthesizer's tokens as they come, then one final chunk whose ``metadata`` i
 
     {"sources": [{"n", "chunk_id", "doc_id", "path", "title", "heading", "score"}, ...],
      "grounded": bool, "validator": {...verdict...},
-     "nodes": {"router": {"ms": 0.1, "tokens": 0, "prompt_tokens": 0}, ...},
+     "nodes": {"router": {"ms": 0.1, "prompt_tokens": 0, "completion_tokens": 0, "embedding_tokens": 0}, ...},
+     "usage": {"prompt_tokens", "completion_tokens", "embedding_tokens"},
      "route": {"route", "reason", "by"}, "subqueries": [...],
      "warnings": [...], "degraded": bool, "conversation_id": "..."}
+
+The response's ``usage`` (:func:`run_usage`) is the chat model's work for the whole run: prompt and
+completion tokens summed over every model call (the router's, when the rules were unsure, and each
+synthesizer or simple-path round). Embedding tokens (validator, rerank) are not chat tokens: they
+are only in ``sovereign.usage.embedding_tokens`` and per node.
 
 When the validator sends the answer back for its one feedback round, the revision streams after a
 separator line (``REVISION_SEPARATOR``), so streamed and non-streamed text are the same.
@@ -77,15 +83,26 @@ def split_request(request: GenerationRequest) -> tuple[str, list[Turn]]:
     return question, history
 
 
+def run_usage(nodes: dict[str, Any]) -> tuple[Usage, int]:
+    """``(chat usage, embedding tokens)`` of a run from its per-node records (``state["nodes"]``)."""
+    records = nodes.values()
+    usage = Usage(prompt_tokens=sum(int(n.get("prompt_tokens", 0)) for n in records),
+                  completion_tokens=sum(int(n.get("completion_tokens", 0)) for n in records))
+    return usage, sum(int(n.get("embedding_tokens", 0)) for n in records)
+
+
 def response_metadata(state: dict[str, Any], conversation_id: str) -> dict[str, Any]:
     """The ``sovereign`` response field from a final state (see the module docstring)."""
     verdict = state.get("verdict") or {"status": "skipped"}
     sources = [{k: v for k, v in s.items() if k not in ("text", "tokens")} for s in state.get("sources", [])]
+    nodes = state.get("nodes") or {}
+    usage, embedding_tokens = run_usage(nodes)
     return {
         "sources": sources,
         "grounded": verdict.get("status") == "passed",
         "validator": verdict,
-        "nodes": state.get("nodes") or {},
+        "nodes": nodes,
+        "usage": {**usage.to_dict(), "embedding_tokens": embedding_tokens},
         "route": state.get("route") or {},
         "subqueries": state.get("subqueries") or [],
         "warnings": state.get("warnings") or [],
@@ -173,9 +190,7 @@ class AgentBackend:
         metadata = response_metadata(state, conversation_id)
         if self.graph.warning:
             metadata["warnings"] = [*metadata["warnings"], self.graph.warning]
-        nodes = metadata["nodes"].values()
-        final_usage = Usage(prompt_tokens=sum(n.get("prompt_tokens", 0) for n in nodes),
-                            completion_tokens=sum(n.get("tokens", 0) for n in nodes))
+        final_usage, _ = run_usage(metadata["nodes"])
         finish = state.get("finish_reason") or "stop"
         yield GenerationChunk(text="", usage=final_usage, finish_reason=finish, metadata=metadata)  # type: ignore[arg-type]
 

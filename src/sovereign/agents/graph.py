@@ -8,24 +8,35 @@ START -> router --direct--> synthesizer --direct--> END
            \\-- any node failed (router, planner, retrieval, synthesizer) --> simple -> END
 ```
 Routing is :func:`next_step` (pure), applied by each node's adapter through a ``Command``.
+The planner and the retrieval expert share one LangGraph step (:data:`STEPS`).
 
 A failed validator ends the run with the unvalidated answer (the simple path's remaining step:
 no validation). Conversations persist through a checkpointer keyed by ``thread_id =
 conversation_id``; only ``turns`` carries over between runs (:func:`~sovereign.agents.state.fresh_state`
-resets the rest). Checkpoints are written once per run (``durability="exit"``): a run is one
-user turn, and per-step writes cost ~10 ms each on SQLite for no recovery benefit here.
+resets the rest), so the last node also empties the per-run fields (:data:`RUN_FIELDS_CLEARED`)
+and the stored checkpoint holds the conversation, not the last run's sources and verdict.
+Checkpoints are written once per run (``durability="exit"``): a run is one user turn, and
+per-step writes cost ~10 ms each on SQLite for no recovery benefit here. The SQLite checkpointer
+(:class:`ThreadedSqliteSaver`) makes one thread hop per checkpointer call (two per run).
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Sequence
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from langgraph.checkpoint.base import BaseCheckpointSaver
+from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver, CheckpointTuple
 from langgraph.checkpoint.memory import InMemorySaver
+from langgraph.checkpoint.sqlite import SqliteSaver
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
@@ -37,6 +48,14 @@ from sovereign.config import AgentSettings, resolve_secret
 from sovereign.errors import ConfigError, StorageError
 
 log = logging.getLogger("sovereign.agents")
+T = TypeVar("T")
+# What the last node writes besides the new turns: every per-run field emptied (the final event
+# already carried them), so the checkpoint stores only the conversation.
+RUN_FIELDS_CLEARED: dict[str, Any] = {
+    "question": "", "history": [], "route": {}, "subqueries": [], "sources": [], "answer": "",
+    "finish_reason": "stop", "verdict": {}, "feedback": "", "attempts": 0, "failed": "", "degraded": False,
+    "warnings": None, "nodes": None,  # None = reset (see the reducers in agents.state)
+}
 
 DEFAULT_NODES: dict[str, NodeFn] = {
     "router": router.run,
@@ -73,30 +92,20 @@ def _merged(state: AgentState, update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _adapt(name: str, fn: NodeFn, *, degrade: bool = True) -> Any:
-    """The LangGraph node for ``fn``: guarded, then routed with a ``Command`` (no branch runnables:
-    each conditional edge would cost another runnable call per step). The last node of a run
-    emits ``{"type": "final", "state": ...}`` and appends the turn to the conversation memory."""
-    wrapped = guarded(name, fn, degrade=degrade)
-
-    async def node(state: AgentState, runtime: Runtime[RunContext]) -> Command[str]:
-        ctx = runtime.context
-        ctx.emit = runtime.stream_writer
-        update = await wrapped(state, ctx)
-        merged = _merged(state, update)
-        goto = next_step(name, merged)
-        if goto == END:
-            runtime.stream_writer({"type": "final", "state": merged})
-            update.update(simple.finish(merged))  # type: ignore[arg-type]
-        return Command(update=update, goto=goto)
-
-    node.__name__ = name
-    return node
-
-
+# LangGraph step -> the pipeline nodes it runs, in order, within one superstep. The planner is
+# pure CPU (~20 µs) and is followed by retrieval unless it fails, so it shares retrieval's step:
+# each LangGraph superstep costs ~0.3 ms of orchestration (bench/agents_bench.py, overhead).
+# Spans, events, timings and failure isolation stay per pipeline node.
+STEPS: dict[str, tuple[str, ...]] = {
+    "router": ("router",),
+    "retrieval": ("planner", "retrieval"),
+    "synthesizer": ("synthesizer",),
+    "validator": ("validator",),
+    "simple": ("simple",),
+}
+_STEP_OF = {names[0]: step for step, names in STEPS.items()}  # next_step's node -> the step starting with it
 _DESTINATIONS: dict[str, tuple[str, ...]] = {
-    "router": ("planner", "synthesizer", "simple"),
-    "planner": ("retrieval", "simple"),
+    "router": ("retrieval", "synthesizer", "simple"),
     "retrieval": ("synthesizer", "simple"),
     "synthesizer": ("validator", "simple", END),
     "validator": ("synthesizer", END),
@@ -104,22 +113,129 @@ _DESTINATIONS: dict[str, tuple[str, ...]] = {
 }
 
 
+def _adapt(step: str, fns: Sequence[tuple[str, NodeFn]], *, degrade: bool = True) -> Any:
+    """The LangGraph node of ``step``: each pipeline node of ``fns`` guarded and run in order while
+    :func:`next_step` leads to the next one, then routed with a ``Command`` (no branch runnables:
+    each conditional edge would cost another runnable call per step). The last node of a run
+    emits ``{"type": "final", "state": ...}`` and appends the turn to the conversation memory."""
+    chain = [(name, guarded(name, fn, degrade=degrade)) for name, fn in fns]
+
+    async def node(state: AgentState, runtime: Runtime[RunContext]) -> Command[str]:
+        ctx = runtime.context
+        merged: dict[str, Any] = dict(state)
+        update: dict[str, Any] = {}
+        goto: str = END
+        for i, (name, wrapped) in enumerate(chain):
+            result = await wrapped(merged, ctx)  # type: ignore[arg-type]
+            update = _merged(update, result)  # type: ignore[arg-type]
+            merged = _merged(merged, result)  # type: ignore[arg-type]
+            goto = next_step(name, merged)
+            if i + 1 == len(chain) or goto != chain[i + 1][0]:
+                break
+        if goto == END:
+            ctx.emit({"type": "final", "state": merged})
+            update = {**RUN_FIELDS_CLEARED, **simple.finish(merged)}  # type: ignore[arg-type]
+        return Command(update=update, goto=_STEP_OF.get(goto, goto))
+
+    node.__name__ = step
+    return node
+
+
 def build_graph(checkpointer: BaseCheckpointSaver[Any] | None, nodes: dict[str, NodeFn] | None = None) -> Any:
     """Compile the pipeline. ``nodes`` overrides node adapters by name (tests force failures)."""
-    fns = {**DEFAULT_NODES, **(nodes or {})}
+    fns: dict[str, NodeFn] = {**DEFAULT_NODES, **(nodes or {}), "simple": simple.simple_answer}
     graph = StateGraph(AgentState, context_schema=RunContext)
-    for name, fn in fns.items():
-        graph.add_node(name, _adapt(name, fn), destinations=_DESTINATIONS[name])
-    graph.add_node("simple", _adapt("simple", simple.simple_answer, degrade=False), destinations=(END,))
+    for step, names in STEPS.items():
+        graph.add_node(step, _adapt(step, [(n, fns[n]) for n in names], degrade=step != "simple"),
+                       destinations=_DESTINATIONS[step])
     graph.add_edge(START, "router")
     return graph.compile(checkpointer=checkpointer)
+
+
+class ThreadedSqliteSaver(SqliteSaver):
+    """LangGraph's SQLite checkpointer with each async call run whole on one dedicated thread.
+
+    ``AsyncSqliteSaver`` (aiosqlite) hops to its thread and back for every execute, fetch, cursor
+    close and commit: about nine hops per run, each waiting for a core on a busy machine. Here a
+    checkpointer call is one hop (a run makes two: load at start, save at exit), serialisation
+    included. The connection is only used from that thread, as in the cache and conversation
+    stores. Open with :meth:`open`; :meth:`aclose` closes the connection and the thread.
+    """
+
+    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
+        super().__init__(conn)
+        self._executor = executor
+
+    @classmethod
+    async def open(cls, path: Path) -> ThreadedSqliteSaver:
+        """Connect to ``path`` (WAL journal, synchronous=NORMAL: no fsync per commit; a commit
+        survives a process crash, the last ones may be lost on power loss) and create the tables.
+
+        Raises:
+            sqlite3.Error: the file cannot be opened or written.
+        """
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agents-checkpoints")
+
+        def connect() -> sqlite3.Connection:
+            conn = sqlite3.connect(path, check_same_thread=False)
+            try:
+                conn.execute("PRAGMA journal_mode=WAL")
+                conn.execute("PRAGMA synchronous=NORMAL")
+                return conn
+            except BaseException:
+                conn.close()
+                raise
+
+        try:
+            saver = cls(await asyncio.get_running_loop().run_in_executor(executor, connect), executor)
+        except BaseException:
+            executor.shutdown(wait=False)
+            raise
+        try:
+            await saver._call(saver.setup)
+        except BaseException:
+            await saver.aclose()
+            raise
+        return saver
+
+    async def aclose(self) -> None:
+        await self._call(self.conn.close)
+        self._executor.shutdown(wait=False)
+
+    async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+
+    async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
+        return await self._call(self.get_tuple, config)
+
+    async def alist(
+        self, config: RunnableConfig | None, *, filter: dict[str, Any] | None = None,
+        before: RunnableConfig | None = None, limit: int | None = None,
+    ) -> AsyncIterator[CheckpointTuple]:
+        items = await self._call(lambda: list(self.list(config, filter=filter, before=before, limit=limit)))
+        for item in items:
+            yield item
+
+    async def aput(self, config: RunnableConfig, checkpoint: Any, metadata: Any, new_versions: Any) -> RunnableConfig:
+        return await self._call(self.put, config, checkpoint, metadata, new_versions)
+
+    async def aput_writes(
+        self, config: RunnableConfig, writes: Sequence[tuple[str, Any]], task_id: str, task_path: str = ""
+    ) -> None:
+        await self._call(self.put_writes, config, writes, task_id, task_path)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await self._call(self.delete_thread, thread_id)
+
+    async def aget_delta_channel_history(self, *, config: RunnableConfig, channels: Sequence[str]) -> Mapping[str, Any]:
+        return await self._call(self.get_delta_channel_history, config=config, channels=channels)
 
 
 async def open_checkpointer(settings: AgentSettings, data_dir: Path, stack: AsyncExitStack) -> BaseCheckpointSaver[Any]:
     """The configured checkpointer, its connection closed when ``stack`` closes.
 
-    ``sqlite``: ``data_dir/agents.sqlite`` (WAL, synchronous=NORMAL); ``postgres``: the DSN in the
-    env var ``agents.pg_dsn_env``; ``memory``: process memory (lost at exit).
+    ``sqlite``: ``data_dir/agents.sqlite`` (:class:`ThreadedSqliteSaver`); ``postgres``: the DSN in
+    the env var ``agents.pg_dsn_env``; ``memory``: process memory (lost at exit).
 
     Raises:
         ConfigError: postgres without a DSN.
@@ -135,17 +251,11 @@ async def open_checkpointer(settings: AgentSettings, data_dir: Path, stack: Asyn
             if not dsn:
                 raise ConfigError("agents.checkpointer = postgres needs agents.pg_dsn_env naming a set variable.")
             saver: Any = await stack.enter_async_context(AsyncPostgresSaver.from_conn_string(dsn))
+            await saver.setup()
         else:
-            import aiosqlite
-            from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
-
             data_dir.mkdir(parents=True, exist_ok=True)
-            conn = await aiosqlite.connect(str(data_dir / "agents.sqlite"))
-            stack.push_async_callback(conn.close)
-            await conn.execute("PRAGMA journal_mode=WAL")
-            await conn.execute("PRAGMA synchronous=NORMAL")
-            saver = AsyncSqliteSaver(conn)
-        await saver.setup()
+            saver = await ThreadedSqliteSaver.open(data_dir / "agents.sqlite")
+            stack.push_async_callback(saver.aclose)
     except ConfigError:
         raise
     except Exception as exc:  # sqlite3 / aiosqlite / psycopg errors, translated once here
@@ -212,14 +322,40 @@ class AgentGraph:
         self, question: str, history: Sequence[Turn], conversation_id: str, ctx: RunContext
     ) -> AsyncIterator[dict[str, Any]]:
         """Run one turn of ``conversation_id``; yields node events, the last being
-        ``{"type": "final", "state": ...}`` (emitted by the last node)."""
+        ``{"type": "final", "state": ...}`` (emitted by the last node).
+
+        The graph runs in its own task and ``ctx.emit`` puts events on an in-process queue (not
+        LangGraph's custom stream, which costs a ``call_soon_threadsafe`` wake-up per event);
+        closing this generator early (client gone) cancels that task.
+
+        Raises:
+            whatever the graph raises (a node on the simple path, the checkpointer).
+        """
         if self._graph is None:
             await self.start()
         config = {"configurable": {"thread_id": conversation_id}}
-        async for event in self._graph.astream(
-            fresh_state(question, history), config, context=ctx, stream_mode="custom", durability="exit"
-        ):
-            yield event
+        events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+        ctx.emit = events.put_nowait
+
+        async def drive() -> None:
+            try:
+                async for _ in self._graph.astream(
+                    fresh_state(question, history), config, context=ctx, stream_mode="custom", durability="exit"
+                ):
+                    pass
+            finally:
+                events.put_nowait(None)
+
+        task = asyncio.create_task(drive())
+        try:
+            while (event := await events.get()) is not None:
+                yield event
+            await task  # the graph's own exception, if it raised
+        finally:
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def turns(self, conversation_id: str) -> list[Turn]:
         """The turns stored for ``conversation_id`` (empty when unknown)."""

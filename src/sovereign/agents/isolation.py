@@ -5,7 +5,10 @@
 - emits ``node_start`` / ``node_end`` events (the CLI view and the stream use them);
 - runs inside span ``agent.node.<name>`` and under ``agents.node_timeout_s`` (``asyncio.timeout``);
 - records its latency in ``sovereign_agent_node_duration_seconds{node}`` and adds
-  ``{"ms", "tokens", "prompt_tokens"}`` to ``state["nodes"][name]`` (summed over repeated rounds);
+  ``{"ms", "prompt_tokens", "completion_tokens", "embedding_tokens"}`` to ``state["nodes"][name]``
+  (summed over repeated rounds), taken from the private keys ``_prompt_tokens``,
+  ``_completion_tokens`` and ``_embedding_tokens`` a node adapter may return (chat-model tokens of
+  its model calls; embedding-model tokens of its embed calls) and sets them on the node's span;
 - turns any exception or timeout into ``{"failed": name, "degraded": True, "warnings": [...]}`` and
   counts ``sovereign_agent_degraded_total{node}``, so the graph routes to the simple path instead of
   raising. Cancellation (client disconnect) is never swallowed.
@@ -31,6 +34,9 @@ def _attrs(values: dict[str, Any]) -> dict[str, Any]:
 
 log = logging.getLogger("sovereign.agents")
 NodeFn = Callable[[AgentState, RunContext], Awaitable[dict[str, Any]]]
+# record key -> the private update key a node adapter returns it under
+TOKEN_KEYS = {"prompt_tokens": "_prompt_tokens", "completion_tokens": "_completion_tokens",
+              "embedding_tokens": "_embedding_tokens"}
 
 
 def guarded(name: str, fn: NodeFn, *, degrade: bool = True) -> NodeFn:
@@ -64,19 +70,19 @@ def guarded(name: str, fn: NodeFn, *, degrade: bool = True) -> NodeFn:
                 metrics.AGENT_DEGRADED.labels(node=name).inc()
                 update = {"failed": name, "degraded": True,
                           "warnings": [f"{name} failed ({error}); degraded to the simple path"]}
+            used = {key: int(update.pop(private, 0)) for key, private in TOKEN_KEYS.items()}
+            for key, count in used.items():
+                current.set_attribute(f"agent.{key}", count)
         elapsed = time.perf_counter() - began
         metrics.AGENT_NODE_DURATION.labels(node=name).observe(elapsed)
         before = (state.get("nodes") or {}).get(name, {})
-        record = {
-            "ms": round(before.get("ms", 0.0) + elapsed * 1000, 3),
-            "tokens": before.get("tokens", 0) + int(update.pop("_tokens", 0)),
-            "prompt_tokens": before.get("prompt_tokens", 0) + int(update.pop("_prompt_tokens", 0)),
-        }
+        record: dict[str, Any] = {"ms": round(before.get("ms", 0.0) + elapsed * 1000, 3)}
+        record.update({key: before.get(key, 0) + count for key, count in used.items()})
         if error is not None:
             record["error"] = error
         update["nodes"] = {name: record}
-        ctx.emit({"type": "node_end", "node": name, "ms": record["ms"], "tokens": record["tokens"],
-                  "error": error, "summary": _summary(name, update)})
+        ctx.emit({"type": "node_end", "node": name, "ms": record["ms"], "prompt_tokens": record["prompt_tokens"],
+                  "completion_tokens": record["completion_tokens"], "error": error, "summary": _summary(name, update)})
         return update
 
     return node

@@ -52,14 +52,16 @@ def fuse(ranked: Sequence[Sequence[SearchHit]]) -> list[SearchHit]:
     return [first[cid] for cid in order]
 
 
-async def rerank(question: str, hits: list[SearchHit], embedder: EmbeddingBackend) -> list[SearchHit]:
-    """Reorder ``hits`` by cosine(question, chunk text) under ``embedder`` (one embed call)."""
+async def rerank(question: str, hits: list[SearchHit], embedder: EmbeddingBackend) -> tuple[list[SearchHit], int]:
+    """Reorder ``hits`` by cosine(question, chunk text) under ``embedder`` (one embed call).
+    Returns ``(hits, embedding tokens used)`` (0 when there was nothing to reorder)."""
     if len(hits) < 2:
-        return hits
-    with span("agent.embed", **_attrs({"agent.purpose": "rerank", "agent.texts": len(hits) + 1})):
-        vectors, _ = await embedder.embed([question] + [h.text for h in hits])
+        return hits, 0
+    with span("agent.embed", **_attrs({"agent.purpose": "rerank", "agent.texts": len(hits) + 1})) as current:
+        vectors, tokens = await embedder.embed([question] + [h.text for h in hits])
+        current.set_attribute("agent.embedding_tokens", tokens)
     sims = vectors[1:] @ vectors[0]
-    return [hits[i] for i in np.argsort(-sims, kind="stable")]
+    return [hits[i] for i in np.argsort(-sims, kind="stable")], tokens
 
 
 def pack(hits: Sequence[SearchHit], budget_tokens: int, count_tokens: Callable[[str], int]) -> list[dict[str, Any]]:
@@ -76,17 +78,10 @@ def pack(hits: Sequence[SearchHit], budget_tokens: int, count_tokens: Callable[[
     return sources
 
 
-async def retrieve(
-    subqueries: Sequence[str],
-    retriever: Retriever | None,
-    *,
-    top_k: int,
-    budget_tokens: int,
-    count_tokens: Callable[[str], int],
-    collection: str | None = None,
-    embedder: EmbeddingBackend | None = None,
-) -> tuple[list[dict[str, Any]], list[str]]:
-    """Run the sub-queries concurrently and pack the fused chunks. Returns ``(sources, warnings)``.
+async def search_all(
+    subqueries: Sequence[str], retriever: Retriever | None, *, top_k: int, collection: str | None = None
+) -> tuple[list[SearchHit], list[str]]:
+    """Run the sub-queries concurrently and fuse their hits. Returns ``(fused hits, warnings)``.
 
     A failing sub-query is dropped with a warning; if every one fails the first error is raised.
 
@@ -110,9 +105,24 @@ async def retrieve(
             ranked.append(result)
     if not ranked:
         raise errors[0]
-    hits = fuse(ranked)
-    if embedder is not None:
-        hits = await rerank(subqueries[0], hits, embedder)
+    return fuse(ranked), warnings
+
+
+async def retrieve(
+    subqueries: Sequence[str],
+    retriever: Retriever | None,
+    *,
+    top_k: int,
+    budget_tokens: int,
+    count_tokens: Callable[[str], int],
+    collection: str | None = None,
+) -> tuple[list[dict[str, Any]], list[str]]:
+    """:func:`search_all` then :func:`pack` (no rerank: the simple path). Returns ``(sources, warnings)``.
+
+    Raises:
+        the errors of :func:`search_all`.
+    """
+    hits, warnings = await search_all(subqueries, retriever, top_k=top_k, collection=collection)
     return pack(hits, budget_tokens, count_tokens), warnings
 
 
@@ -126,16 +136,14 @@ def context_budget(ctx: RunContext, history_tokens: int) -> int:
 
 
 async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """State adapter: sets ``sources`` (and appends sub-query warnings)."""
+    """State adapter: sets ``sources`` (appending sub-query warnings) and the rerank's embedding tokens."""
     deps = ctx.deps
     history_tokens = sum(deps.count_tokens(t["content"]) for t in past_turns(state))
-    sources, warnings = await retrieve(
-        state.get("subqueries") or [state["question"]],
-        deps.retriever(),
-        top_k=deps.settings.top_k,
-        budget_tokens=context_budget(ctx, history_tokens),
-        count_tokens=deps.count_tokens,
-        collection=ctx.collection,
-        embedder=deps.embedder if deps.settings.rerank else None,
-    )
-    return {"sources": sources, "warnings": warnings}
+    subqueries = state.get("subqueries") or [state["question"]]
+    hits, warnings = await search_all(subqueries, deps.retriever(), top_k=deps.settings.top_k,
+                                      collection=ctx.collection)
+    tokens = 0
+    if deps.settings.rerank and deps.embedder is not None:
+        hits, tokens = await rerank(subqueries[0], hits, deps.embedder)
+    sources = pack(hits, context_budget(ctx, history_tokens), deps.count_tokens)
+    return {"sources": sources, "warnings": warnings, "_embedding_tokens": tokens}

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 from sovereign.agents.nodes.model_call import call_model
 from sovereign.agents.state import AgentState, RouteDecision, RunContext
 from sovereign.backends.base import ChatBackend
-from sovereign.types import ChatMessage, SamplingParams
+from sovereign.types import ChatMessage, SamplingParams, Usage
 
 _DIRECT = [
     re.compile(r"^\W*(hi|hello|hey|yo|thanks|thank you|thx|good (morning|afternoon|evening)|bye)\b[\W\w]{0,20}$", re.I),
@@ -64,33 +64,33 @@ def parse_route(raw: str) -> RouteDecision | None:
         return None
 
 
-async def route(question: str, model: ChatBackend | None) -> tuple[dict[str, Any], int]:
-    """Decide the route. Returns ``(route record, model tokens used)``.
+async def route(question: str, model: ChatBackend | None) -> tuple[dict[str, Any], Usage]:
+    """Decide the route. Returns ``(route record, the model call's usage)``.
 
-    The record is ``{"route": "direct"|"retrieve", "reason": str, "by": "rules"|"model"|"default"}``.
+    The record is ``{"route": "direct"|"retrieve", "reason": str, "by": "rules"|"model"|"default"}``;
+    the usage is ``Usage()`` (0 and 0) when the rules decided, else the call's prompt and completion tokens.
 
     Raises:
         whatever the model raises (the isolation wrapper turns it into a degrade).
     """
     decision = rule_route(question)
     if decision is not None:
-        return {**decision.model_dump(), "by": "rules"}, 0
+        return {**decision.model_dump(), "by": "rules"}, Usage()
     if model is None:
-        return {"route": "retrieve", "reason": "no router model", "by": "default"}, 0
+        return {"route": "retrieve", "reason": "no router model", "by": "default"}, Usage()
     reply = await call_model(
         model,
         [ChatMessage("system", _ROUTE_PROMPT), ChatMessage("user", question)],
         SamplingParams(max_tokens=48, temperature=0.0, json_mode=True),
         purpose="route",
     )
-    tokens = reply.usage.total_tokens
     parsed = parse_route(reply.text)
     if parsed is None:
-        return {"route": "retrieve", "reason": "model reply did not validate", "by": "default"}, tokens
-    return {**parsed.model_dump(), "by": "model"}, tokens
+        return {"route": "retrieve", "reason": "model reply did not validate", "by": "default"}, reply.usage
+    return {**parsed.model_dump(), "by": "model"}, reply.usage
 
 
 async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """State adapter: sets ``route``."""
-    record, tokens = await route(state["question"], ctx.deps.model)
-    return {"route": record, "_tokens": tokens}
+    """State adapter: sets ``route`` and the routing call's token counts (see isolation.TOKEN_KEYS)."""
+    record, usage = await route(state["question"], ctx.deps.model)
+    return {"route": record, "_prompt_tokens": usage.prompt_tokens, "_completion_tokens": usage.completion_tokens}

@@ -51,8 +51,8 @@ async def simple_answer(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         "finish_reason": reply.finish_reason,
         "verdict": {"status": "skipped", "reason": f"simple path after {failed or 'a'} failure"},
         "warnings": warnings,
-        "_tokens": reply.usage.completion_tokens,
         "_prompt_tokens": reply.usage.prompt_tokens,
+        "_completion_tokens": reply.usage.completion_tokens,
     }
 
 

@@ -112,6 +112,6 @@ async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         "answer": reply.text,
         "attempts": attempt,
         "finish_reason": reply.finish_reason,
-        "_tokens": reply.usage.completion_tokens,
         "_prompt_tokens": reply.usage.prompt_tokens,
+        "_completion_tokens": reply.usage.completion_tokens,
     }

@@ -82,8 +82,9 @@ async def validate(
     tokens = 0
     if checked and sources:
         texts = [CITATION.sub("", s).strip() for s in checked] + [s["text"] for s in sources]
-        with span("agent.embed", **_attrs({"agent.purpose": "validate", "agent.texts": len(texts)})):
+        with span("agent.embed", **_attrs({"agent.purpose": "validate", "agent.texts": len(texts)})) as current:
             vectors, tokens = await embedder.embed(texts)
+            current.set_attribute("agent.embedding_tokens", tokens)
         sims = vectors[: len(checked)] @ vectors[len(checked) :].T  # [sentences, sources] cosine
         for row, sentence in enumerate(checked):
             cited = [n for n in citations(sentence) if n in numbers]
@@ -104,14 +105,15 @@ async def validate(
 
 
 async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """State adapter: sets ``verdict`` and, when it failed, ``feedback`` for one more round."""
+    """State adapter: sets ``verdict``, ``feedback`` when it failed (for one more round), and the
+    embedding tokens the check used."""
     if ctx.deps.embedder is None:
         return {"verdict": {"status": "skipped", "reason": "no embedding model"}}
     sources = state.get("sources", [])
     threshold = ctx.deps.settings.support_threshold
-    verdict, _ = await validate(state.get("answer", ""), sources, ctx.deps.embedder, threshold)
+    verdict, tokens = await validate(state.get("answer", ""), sources, ctx.deps.embedder, threshold)
     verdict["rounds"] = state.get("attempts", 1)
-    update: dict[str, Any] = {"verdict": verdict}
+    update: dict[str, Any] = {"verdict": verdict, "_embedding_tokens": tokens}
     if verdict["status"] == "failed":
         update["feedback"] = feedback_for(verdict, len(sources))
     return update
