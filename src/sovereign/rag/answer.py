@@ -4,8 +4,10 @@
 packs as many as fit into the chat model's context budget (tokens counted with the chat backend's
 own ``count_prompt_tokens``, chat template included), asks for answers citing sources as ``[1]``,
 ``[2]`` and delegates generation to the embedded chat backend. The final chunk's ``metadata`` is
-``{"sources": [...], "collection": ..., "index_version": ...}`` (the response's ``sovereign`` field;
-the final SSE chunk when streaming). Source ``n`` in the list is citation ``[n]`` in the answer.
+``{"sources": [...], "collection": ..., "index_version": ..., "citations_attributed": n}`` (the
+response's ``sovereign`` field; the final SSE chunk when streaming). Source ``n`` in the list is
+citation ``[n]`` in the answer; sentences the model left uncited are attributed by
+:mod:`sovereign.rag.citations` (``citations_attributed`` counts them).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from dataclasses import replace
 
 from sovereign.backends.base import Capabilities, ChatBackend
 from sovereign.errors import InvalidRequestError, NotFoundError
+from sovereign.rag.citations import CitationAttributor
 from sovereign.rag.models import Retriever, SearchHit
 from sovereign.rag.stores.base import check_collection
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest
@@ -129,11 +132,17 @@ class RagChatBackend:
         version = await self.retriever.index_version(self.collection)
         metadata = {"sources": [h.source() for h in used], "collection": self.collection,
                     "index_version": version}
+        attributor = CitationAttributor([h.text for h in used])
         stream = self._inner().stream(prompt)
         try:
             async for chunk in stream:
-                if chunk.finish_reason is not None:
-                    chunk = replace(chunk, metadata={**(chunk.metadata or {}), **metadata})
-                yield chunk
+                if chunk.finish_reason is None:
+                    text = attributor.feed(chunk.text)
+                    if text:
+                        yield replace(chunk, text=text)
+                    continue
+                text = attributor.flush() + chunk.text
+                metadata["citations_attributed"] = attributor.attributed
+                yield replace(chunk, text=text, metadata={**(chunk.metadata or {}), **metadata})
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
