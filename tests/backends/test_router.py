@@ -285,3 +285,29 @@ def test_registry_lists_and_resolves_aliases() -> None:
     assert registry.model("gpt-4o-mini").alias_of == "chat" and registry.chat("gpt-4o-mini") is backend
     with pytest.raises(ModelNotFoundError):
         registry.model("nope")
+
+
+async def test_every_engine_call_is_one_genai_span(client_for, monkeypatch: pytest.MonkeyPatch) -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+    from opentelemetry.trace import StatusCode
+
+    from sovereign.observability import tracing
+
+    memory = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(memory))
+    monkeypatch.setattr(tracing, "_tracer", provider.get_tracer("test"))
+    script = Script(a=[(500, b"{}"), (200, sse("Hel", "lo"))])
+    async with client_for(script) as client:
+        router = Router("m", [deployment("a", client, engine="vllm")], FAST)
+        assert (await collect(router.stream(request(max_tokens=5)))).text == "Hello"
+    failed, ok = memory.get_finished_spans()  # the retried attempt, then the answer
+    assert failed.name == ok.name == "chat m"
+    assert failed.status.status_code is StatusCode.ERROR
+    attrs = dict(ok.attributes or {})
+    assert attrs["gen_ai.provider.name"] == "vllm" and attrs["gen_ai.request.max_tokens"] == 5
+    assert attrs["gen_ai.usage.input_tokens"] == 7 and attrs["gen_ai.usage.output_tokens"] == 2
+    assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
+    provider.shutdown()

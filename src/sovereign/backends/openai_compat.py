@@ -40,6 +40,7 @@ from sovereign.errors import (
     SovereignError,
     UnsupportedParameterError,
 )
+from sovereign.observability.genai import traced_generation
 from sovereign.types import FinishReason, GenerationChunk, GenerationRequest, Usage
 
 DEFAULT_CONTEXT_WINDOW = 4096
@@ -328,7 +329,13 @@ class OpenAICompatBackend:
             body["stream_options"] = {"include_usage": True}
         return body
 
-    async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        """Stream one generation from the engine inside a GenAI span (``chat SERVED_MODEL``, provider
+        = the engine kind); raises as :meth:`_stream`."""
+        return traced_generation(self._stream(request), request, provider=self.settings.engine,
+                                 model=self.served_model)
+
+    async def _stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream one generation from the engine (see :class:`~sovereign.backends.base.ChatBackend`).
 
         Raises:
