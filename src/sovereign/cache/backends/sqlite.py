@@ -196,6 +196,7 @@ class SqliteCacheBackend:
                 self.index.remove(entry.key)
         self._forget(expired, "ttl")
         self._forget(lru, "lru")
+        metrics.CACHE_ENTRIES.labels(backend=self.name).set(self._count)
 
     @staticmethod
     def _existing(db: sqlite3.Connection, keys: list[str]) -> int:
