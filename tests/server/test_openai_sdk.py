@@ -90,6 +90,42 @@ def test_completions_json_and_stream(client: openai.OpenAI) -> None:
     assert streamed == response.choices[0].text
 
 
+def test_sampling_fields_reach_the_engine(client: openai.OpenAI) -> None:
+    hi = [{"role": "user", "content": "Write a sentence about the sea."}]
+    capped = client.chat.completions.create(model=MODEL, messages=hi, max_completion_tokens=3, temperature=0,
+                                            extra_body={"ignore_eos": True})
+    assert capped.usage is not None and capped.usage.completion_tokens == 3
+    assert capped.choices[0].finish_reason == "length"
+    whole = client.chat.completions.create(model=MODEL, messages=hi, max_tokens=16, temperature=0)
+    text = whole.choices[0].message.content or ""
+    words = text.split()
+    assert len(words) >= 3, text
+    stop = " " + words[2]
+    stopped = client.chat.completions.create(model=MODEL, messages=hi, max_tokens=16, temperature=0, stop=[stop])
+    assert stopped.choices[0].message.content == text[: text.index(stop)]
+    assert stopped.choices[0].finish_reason == "stop"
+    seeded = [client.chat.completions.create(model=MODEL, messages=hi, max_tokens=12, temperature=1.0, top_p=0.9,
+                                             seed=1234).choices[0].message.content for _ in range(2)]
+    assert seeded[0] == seeded[1]  # same seed, same sample
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"prompt": ["one", "two"]}, "prompt"),  # bad input: two prompts in one request
+        ({"prompt": "x", "echo": True}, "echo"),  # bad input: echo is not supported
+        ({}, "prompt"),  # bad input: no prompt
+        ({"prompt": "x", "max_tokens": 0}, "max_tokens"),  # bad input: no room to answer
+        ({"prompt": "x", "n": 2}, "unsupported_parameter"),
+    ],
+)
+def test_bad_completion_requests(live_server: LiveServer, body: dict, param: str) -> None:
+    response = httpx.post(live_server.url + "/v1/completions", json={"model": MODEL, **body}, timeout=30)
+    assert response.status_code == 400, response.text
+    error = response.json()["error"]
+    assert param in (error["param"] or "", error["code"] or "")
+
+
 def test_json_mode(client: openai.OpenAI) -> None:
     response = client.chat.completions.create(
         model=MODEL, messages=[{"role": "user", "content": "Describe a cat as JSON with keys name and age."}],
@@ -133,6 +169,8 @@ def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "unsupported_parameter"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "bogus_field": 1}, 400, "bogus_field"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}, 400,
+         "tool_choice"),
         ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found"),
         ({"messages": [{"role": "user", "content": "x"}]}, 400, "model"),             # missing model
     ],

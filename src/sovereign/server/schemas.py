@@ -127,6 +127,9 @@ class ChatCompletionRequest(SamplingFields):
         self._reject_unsupported()
         if self.tools:
             raise UnsupportedParameterError("tools / function calling is not supported yet.", param="tools")
+        if self.tool_choice not in (None, "none", "auto"):  # "required" or a named function needs tools
+            raise UnsupportedParameterError("tool_choice needs tools, which are not supported yet.",
+                                            param="tool_choice")
         json_mode = False
         if self.response_format is not None:
             if self.response_format.type == "json_schema":
