@@ -5,10 +5,11 @@ One command (``.venv/bin/python bench/routing_bench.py``), prints one JSON objec
 1. starts llama-cpp-python's OpenAI server (SmolLM2-135M, 1 thread) on 127.0.0.1;
 2. starts ``sovereign serve`` routing public model ``bench`` to it (``llama-cpp-python`` deployment);
 3. starts the LiteLLM proxy (``litellm[proxy]==1.106.2`` in its own venv, ``LITELLM_VENV`` or
-   /tmp/litellm-venv) for the same engine; skipped with a note in the JSON when that venv is absent;
+   /tmp/litellm-venv, created on first use unless ``BENCH_NO_LITELLM`` is set) for the same engine;
 4. interleaves requests to the three targets (so engine drift hits all alike) and reports, per target:
    non-streaming latency p50/p99 and streaming TTFT p50/p99 (ms), the *added* latency vs direct, and
-   throughput (requests/s) at 1, 8 and 32 concurrent clients. ``max_tokens`` is small and the prompt is
+   throughput (requests/s) and JSON latency p50/p99 (with the added p50) at 1, 8 and 32 concurrent
+   clients. ``max_tokens`` is small and the prompt is
    fixed (the engine's prefix cache makes its share small and stable), so the gateway share is visible.
 """
 
@@ -80,20 +81,24 @@ async def one(client: httpx.AsyncClient, url: str, headers: dict[str, str], stre
         return first if first is not None else time.perf_counter() - started
 
 
-async def throughput(client: httpx.AsyncClient, url: str, headers: dict[str, str], clients: int) -> float:
+async def throughput(
+    client: httpx.AsyncClient, url: str, headers: dict[str, str], clients: int
+) -> tuple[float, list[float]]:
+    """``clients`` closed-loop clients sending JSON requests: (requests/s, per-request latencies in s)."""
     total = PER_LEVEL_REQUESTS[clients]
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(total):
         queue.put_nowait(i)
+    latencies: list[float] = []
 
     async def worker() -> None:
         while not queue.empty():
             queue.get_nowait()
-            await one(client, url, headers, stream=False)
+            latencies.append(await one(client, url, headers, stream=False))
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(clients)))
-    return total / (time.perf_counter() - started)
+    return total / (time.perf_counter() - started), latencies
 
 
 async def measure(targets: dict[str, tuple[str, dict[str, str]]]) -> dict[str, object]:
@@ -110,10 +115,10 @@ async def measure(targets: dict[str, tuple[str, dict[str, str]]]) -> dict[str, o
                 lat[name]["ttft"].append(await one(client, url, headers, True))
             if time.monotonic() - started > DEADLINE_S / 2:
                 break
-        tput = {
-            name: {str(c): round(await throughput(client, url, h, c), 2) for c in LEVELS}
-            for name, (url, h) in targets.items()
-        }
+        levels: dict[str, dict[int, tuple[float, list[float]]]] = {name: {} for name in targets}
+        for c in LEVELS:  # targets interleaved per level, so drift hits all alike
+            for name, (url, h) in targets.items():
+                levels[name][c] = await throughput(client, url, h, c)
     out: dict[str, object] = {}
     base = lat["direct"]
     for name, series in lat.items():
@@ -126,9 +131,28 @@ async def measure(targets: dict[str, tuple[str, dict[str, str]]]) -> dict[str, o
                 row[f"{kind}_added_p99_ms"] = round(p99 - pct(base[kind], 0.99) * 1000, 2)
                 diffs = [a - b for a, b in zip(series[kind], base[kind], strict=False)]
                 row[f"{kind}_added_paired_median_ms"] = round(statistics.median(diffs) * 1000, 2)
-        row["throughput_rps"] = tput[name]
+        row["throughput_rps"] = {str(c): round(levels[name][c][0], 2) for c in LEVELS}
+        row["latency_at_concurrency_ms"] = {}
+        for c in LEVELS:
+            p50 = pct(levels[name][c][1], 0.5) * 1000
+            cell = {"p50": round(p50, 2), "p99": round(pct(levels[name][c][1], 0.99) * 1000, 2)}
+            if name != "direct":
+                cell["added_p50"] = round(p50 - pct(levels["direct"][c][1], 0.5) * 1000, 2)
+            row["latency_at_concurrency_ms"][str(c)] = cell
         out[name] = row
     return out
+
+
+def install_litellm(venv: Path) -> None:
+    """The peer gateway in its own venv (``litellm[proxy]==1.106.2``: newer wheels need a certifi the
+    registry lacks, see shared/DESIGN.md); a failed install only skips LiteLLM, with a note."""
+    print(f"routing_bench: installing litellm[proxy]==1.106.2 into {venv} (once)...", file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "litellm[proxy]==1.106.2"],
+                       check=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"routing_bench: LiteLLM install failed ({exc}); measuring without it", file=sys.stderr)
 
 
 def main() -> None:
@@ -169,6 +193,8 @@ def main() -> None:
             "sovereign": (f"http://127.0.0.1:{sport}/v1/chat/completions", {}),
         }
         venv = Path(os.environ.get("LITELLM_VENV", "/tmp/litellm-venv"))
+        if not (venv / "bin" / "litellm").exists() and not os.environ.get("BENCH_NO_LITELLM"):
+            install_litellm(venv)
         if (venv / "bin" / "litellm").exists():
             (tmp / "litellm.yaml").write_text(
                 "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench\n"
