@@ -10,30 +10,34 @@ SOURCES = [
 ]
 
 
-def run(pieces: list[str]) -> tuple[str, CitationAttributor]:
+def run(pieces: list[str]) -> tuple[list[str], CitationAttributor]:
     attributor = CitationAttributor(SOURCES)
-    out = "".join(attributor.feed(p) for p in pieces) + attributor.flush()
-    return out, attributor
+    return [attributor.feed(p) for p in pieces] + [attributor.flush()], attributor
 
 
 def test_uncited_sentences_get_the_source_they_come_from() -> None:
-    answer, attributor = run(["The lru_cache dec", "orator caches the most recent calls up to maxsize. ",
-                              "It inserts an item into a sorted list keeping it sorted"])
-    assert answer == ("The lru_cache decorator caches the most recent calls up to maxsize [1]. "
-                      "It inserts an item into a sorted list keeping it sorted [2]")
+    out, attributor = run(["The lru_cache dec", "orator caches the most recent calls up to maxsize.",
+                           " It inserts an item into a sorted list keeping it sorted"])
+    assert "".join(out) == ("The lru_cache decorator caches the most recent calls up to maxsize. [1] "
+                            "It inserts an item into a sorted list keeping it sorted [2]")
+    assert out[:2] == ["The lru_cache dec", "orator caches the most recent calls up to maxsize."]  # streamed as is
     assert attributor.attributed == 2
 
 
-def test_model_markers_and_unsupported_sentences_are_left_alone() -> None:
-    # bad input for attribution: a sentence already cited, one sharing no words, one too short
-    answer, attributor = run(["Calls are cached up to maxsize [2]. ", "Penguins enjoy cold weather today. ", "Yes."])
-    assert answer == "Calls are cached up to maxsize [2]. Penguins enjoy cold weather today. Yes."
-    assert attributor.attributed == 0
-
-
-def test_text_is_held_back_only_until_the_sentence_ends() -> None:
+def test_marker_goes_after_text_already_sent() -> None:
     attributor = CitationAttributor(SOURCES)
-    assert attributor.feed("maxsize=None disables the LRU") == ""
-    assert attributor.feed(" limit.\nNext") == "maxsize=None disables the LRU limit [1].\n"
-    assert attributor.flush() == "Next"
+    assert attributor.feed("maxsize=None disables the LRU limit. ") == "maxsize=None disables the LRU limit. "
+    assert attributor.feed("Next") == "[1] Next"  # the space was already out: marker, then a space
+    assert attributor.feed(" line\n") == " line\n"
+    assert attributor.flush() == ""  # "Next line": too few content words to attribute
+
+
+def test_model_markers_and_unsupported_sentences_are_left_alone() -> None:
+    # bad input for attribution: a sentence already cited (also after its full stop), one sharing no
+    # words with any source, one too short
+    text = ["Calls are cached up to maxsize [2]. ", "It caches the most recent calls. ", "[1] Penguins enjoy ",
+            "cold weather today. Yes."]
+    out, attributor = run(text)
+    assert "".join(out) == "".join(text)
+    assert attributor.attributed == 0
     assert CitationAttributor([]).feed("No sources at all. ") == "No sources at all. "

@@ -141,7 +141,7 @@ class RagChatBackend:
                     if text:
                         yield replace(chunk, text=text)
                     continue
-                text = attributor.flush() + chunk.text
+                text = attributor.feed(chunk.text) + attributor.flush()
                 metadata["citations_attributed"] = attributor.attributed
                 yield replace(chunk, text=text, metadata={**(chunk.metadata or {}), **metadata})
         finally:

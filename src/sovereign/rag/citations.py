@@ -3,14 +3,15 @@
 Small local models (SmolLM2-135M is the default) often ignore "cite as [1]" in the prompt. The RAG
 chain therefore checks each finished sentence of the answer as it streams: a sentence that carries
 no ``[n]`` marker is attributed to the source sharing the largest fraction of its content words,
-and `` [n]`` is appended when that fraction is at least :data:`MIN_OVERLAP`; a sentence that shares
+and `` [n]`` follows it when that fraction is at least :data:`MIN_OVERLAP`; a sentence that shares
 too little with every source (a greeting, "the sources do not say") stays uncited. Markers the
 model wrote itself are kept as written. This is post-hoc attribution by lexical overlap (the
 support check of attribution evaluations such as Rashkin et al., "Measuring Attribution in Natural
 Language Generation Models", 2023, reduced to word overlap so it costs microseconds per sentence).
 
-Streaming: text is held back only until the end of the current sentence (``.``, ``!``, ``?`` or a
-newline followed by whitespace), so time to first token grows by at most one sentence.
+Streaming: text passes through at once; a sentence's marker is sent as soon as the sentence is
+seen to end (the next one begins), right after its punctuation (``... maxsize. [1] Next``), the
+form the agents' validator also reads.
 """
 
 from __future__ import annotations
@@ -22,12 +23,15 @@ MIN_OVERLAP = 0.5  # fraction of a sentence's content words that must occur in t
 _MIN_CONTENT_WORDS = 3  # shorter sentences ("Yes.", list bullets) are not attributed
 _WORD = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
 _MARKER = re.compile(r"\[\d+\]")
-_BOUNDARY = re.compile(r"(?<=[.!?])\s|\n")
-_STOPWORDS = frozenset(
+# A sentence ends at . ! ? (with any citation markers that follow it: "... here. [2]") plus
+# whitespace, once the next sentence has begun; or at a line break followed by text.
+_BOUNDARY = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*\s+(?=[^\s\[])|\n+(?=\S)")
+_STOPWORD_TEXT = (
     "the a an and or of to in on for is are was were be been it its this that these those with as by at "
     "from which what when how can you your use used using not no but if then than so do does has have "
-    "will would should could may might also there their they them into about more most such other".split()
+    "will would should could may might also there their they them into about more most such other"
 )
+_STOPWORDS = frozenset(_STOPWORD_TEXT.split())
 
 
 def content_words(text: str) -> set[str]:
@@ -41,44 +45,57 @@ class CitationAttributor:
     Args:
         sources: the source texts in citation order (the chunks packed into the prompt).
 
-    Feed text with :meth:`feed` (returns what may be emitted now) and call :meth:`flush` at the end.
+    Text passes through :meth:`feed` as it comes (token streaming is kept); when a sentence is seen
+    to end, its marker (if any) is emitted right there, after the sentence's punctuation: ``"... maxsize.
+    [1] Next ..."``. Call :meth:`flush` at the end for the last sentence's marker.
     :attr:`attributed` counts the markers this class added.
     """
 
     def __init__(self, sources: Sequence[str]) -> None:
         self._sources = [content_words(s) for s in sources]
-        self._pending = ""
+        self._sentence = ""  # the current sentence, all of it already emitted
         self.attributed = 0
 
-    def cite(self, sentence: str) -> str:
-        """``sentence`` with `` [n]`` appended before its trailing whitespace when it is attributable."""
+    def source_for(self, sentence: str) -> int | None:
+        """The 1-based source ``sentence`` should cite, or None (already cited, too short, unsupported)."""
         if not self._sources or _MARKER.search(sentence):
-            return sentence
+            return None
         words = content_words(sentence)
         if len(words) < _MIN_CONTENT_WORDS:
-            return sentence
+            return None
         overlaps = [len(words & source) / len(words) for source in self._sources]
         best = max(range(len(overlaps)), key=overlaps.__getitem__)
-        if overlaps[best] < MIN_OVERLAP:
-            return sentence
-        self.attributed += 1
-        body = sentence.rstrip()
-        marker, tail = f" [{best + 1}]", sentence[len(body):]
-        if body[-1] in ".!?":  # "... cache entries [2]." rather than "... cache entries. [2]"
-            return f"{body[:-1]}{marker}{body[-1]}{tail}"
-        return f"{body}{marker}{tail}"
+        return best + 1 if overlaps[best] >= MIN_OVERLAP else None
 
     def feed(self, text: str) -> str:
-        """Buffer ``text``; return the finished sentences (cited) that may be sent now."""
-        self._pending += text
-        out = []
-        while (match := _BOUNDARY.search(self._pending)) is not None:
+        """``text`` to send now: the same text, with the markers of sentences it completes inserted."""
+        if not self._sources:
+            return text  # nothing to attribute to
+        sent = len(self._sentence)  # this much of the sentence has already gone out
+        self._sentence += text
+        out: list[str] = []
+        cursor = 0  # position in self._sentence up to which ``out`` has covered the new text
+        while (match := _BOUNDARY.search(self._sentence)) is not None:
+            body = self._sentence[: match.start()] + match.group(0).rstrip()  # sentence + punctuation
+            n = self.source_for(body) if match.group(0)[0] != "\n" or len(body) >= sent else None
+            if n is not None:
+                self.attributed += 1
+                at = max(len(body), sent)  # after the punctuation, unless that is already out
+                out.append(self._sentence[max(cursor, sent): at])
+                out.append(f" [{n}]" if at == len(body) else f"[{n}] ")
+                cursor = at
             end = match.end()
-            out.append(self.cite(self._pending[:end]))
-            self._pending = self._pending[end:]
+            out.append(self._sentence[max(cursor, sent): end])
+            self._sentence = self._sentence[end:]
+            sent, cursor = max(0, sent - end), 0
+        out.append(self._sentence[max(cursor, sent):])
         return "".join(out)
 
     def flush(self) -> str:
-        """The rest of the answer (the last, unterminated sentence), cited."""
-        rest, self._pending = self._pending, ""
-        return self.cite(rest) if rest else ""
+        """The last sentence's marker (`` [n]``), or ""."""
+        sentence, self._sentence = self._sentence, ""
+        n = self.source_for(sentence) if sentence.strip() else None
+        if n is None:
+            return ""
+        self.attributed += 1
+        return f" [{n}]"

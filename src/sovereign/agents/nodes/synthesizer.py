@@ -17,6 +17,7 @@ from typing import Any
 from sovereign.agents.nodes.model_call import ModelReply, call_model
 from sovereign.agents.state import AgentState, RunContext, Turn, past_turns
 from sovereign.backends.base import ChatBackend
+from sovereign.rag.citations import CitationAttributor
 from sovereign.types import ChatMessage, SamplingParams
 
 GROUNDED_INSTRUCTIONS = (
@@ -75,13 +76,31 @@ async def synthesize(
 ) -> ModelReply:
     """Generate the answer, calling ``on_token`` with each piece as it streams.
 
+    With sources, sentences the model leaves uncited are attributed as in ``sovereign-rag``
+    (:class:`~sovereign.rag.citations.CitationAttributor`: held back to the end of the sentence,
+    then `` [n]`` for the source holding most of its words); the reply's text is the cited text.
+
     Raises:
         whatever the model raises (ContextLengthExceededError, EngineError...).
     """
     messages = build_messages(
         question, sources, history, history_turns=history_turns, previous=previous, feedback=feedback
     )
-    return await call_model(model, messages, sampling, purpose="synthesize", on_token=on_token)
+    if not sources:
+        return await call_model(model, messages, sampling, purpose="synthesize", on_token=on_token)
+    attributor = CitationAttributor([s["text"] for s in sources])
+    cited: list[str] = []
+
+    def emit(text: str) -> None:
+        if text:
+            cited.append(text)
+            if on_token is not None:
+                on_token(text)
+
+    reply = await call_model(model, messages, sampling, purpose="synthesize",
+                             on_token=lambda piece: emit(attributor.feed(piece)))
+    emit(attributor.flush())
+    return replace(reply, text="".join(cited))
 
 
 def answer_sampling(ctx: RunContext) -> SamplingParams:
