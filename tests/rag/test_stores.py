@@ -200,3 +200,11 @@ async def test_a_second_process_writes_are_seen_by_the_next_vector_search(tmp_pa
     finally:
         await cli.close()
         await server.close()
+
+
+def test_query_terms_drop_stop_words_unless_nothing_else_is_left() -> None:
+    from sovereign.rag.stores.base import query_terms
+
+    assert query_terms("What does functools.lru_cache do with its maxsize argument?") == [
+        "functools", "lru_cache", "maxsize", "argument"]
+    assert query_terms("To be or not to be?") == ["to", "be", "or", "not"]

@@ -81,6 +81,16 @@ class VectorStoreContract:
         assert await store.keyword_search('"* OR NEAR( -:^', 10) == []
         assert await store.keyword_search("   ", 10) == []
 
+    async def test_keyword_search_finds_a_small_collection_beside_a_big_one(self, store: VectorStore) -> None:
+        big = [make_doc("big", f"/big/{i}.md", ["otters float on their backs"], 10 + i) for i in range(30)]
+        small = make_doc("small", "/small/a.md", ["sea otters hold hands"], 99)
+        await store.upsert_documents([*big, small])
+        ranked = await store.keyword_search("Where do otters sleep?", 3, collection="small")
+        assert [cid for cid, _ in ranked] == [small[1][0].chunk_id]  # 30 better-or-equal matches elsewhere
+        assert len(await store.keyword_search("otters", 5, collection="big")) == 5
+        # a question made only of stop words still searches (nothing else to go on)
+        assert await store.keyword_search("what is it?", 3) == []
+
     async def test_vector_search_finds_nearest_and_filters(self, store: VectorStore) -> None:
         docs = [make_doc("alpha", f"/docs/d{i}.md", [f"text {i} {j}" for j in range(5)], 10 + i) for i in range(6)]
         other = make_doc("beta", "/docs/x/beta.md", ["beta text"], 99)

@@ -59,6 +59,9 @@ _HIT_SQL = """SELECT c.chunk_id, c.doc_id, d.path, d.title, c.text, c.heading, c
 FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.chunk_id IN ({})"""
 
 
+KEYWORD_OVERFETCH = 4  # FTS5 candidates per wanted keyword hit before the collection/path filters
+
+
 class EmbeddedStore:
     """SQLite + FTS5 + usearch document store in ``directory`` (created if missing).
 
@@ -304,20 +307,33 @@ class EmbeddedStore:
         if not terms:
             return []
         match = " OR ".join('"' + t.replace('"', '""') + '"' for t in terms)
-        sql = ("SELECT c.chunk_id, bm25(chunks_fts, 2.0, 2.0, 1.0) AS s FROM chunks_fts "
-               "JOIN chunks c ON c.id = chunks_fts.rowid JOIN documents d ON d.doc_id = c.doc_id "
-               "WHERE chunks_fts MATCH ?")
-        params: list[Any] = [match]
+        return await self._run(self._keyword_search_sync, match, k, collection, path_glob)
+
+    def _keyword_search_sync(self, match: str, k: int, collection: str | None, path_glob: str | None) -> Ranked:
+        """BM25 top ``k``: rank in FTS5 alone first (``KEYWORD_OVERFETCH`` x k rows, no join), then
+        filter; only when the filters leave fewer than ``k`` of a full candidate list is the whole
+        match set joined and ranked (joining every match before ranking cost 3x on the Python docs)."""
+        weights = "bm25(chunks_fts, 2.0, 2.0, 1.0)"
+        filters, params = "", [match]
         if collection:
-            sql += " AND c.collection = ?"
+            filters += " AND c.collection = ?"
             params.append(collection)
         if path_glob:
-            sql += " AND d.path GLOB ?"
+            filters += " AND d.path GLOB ?"
             params.append(path_glob)
-        sql += " ORDER BY s LIMIT ?"
-        params.append(k)
+        join = "JOIN chunks c ON c.id = f.id JOIN documents d ON d.doc_id = c.doc_id"
+        limit = k * KEYWORD_OVERFETCH
+        sql = (f"SELECT c.chunk_id, f.s FROM (SELECT rowid AS id, {weights} AS s FROM chunks_fts "
+               f"WHERE chunks_fts MATCH ? ORDER BY s LIMIT {limit}) f {join} WHERE true{filters} ORDER BY f.s LIMIT ?")
+        rows = self.db.execute(sql, [*params, k]).fetchall()
+        if len(rows) < k and filters and self.db.execute(
+            f"SELECT count(*) FROM (SELECT 1 FROM chunks_fts WHERE chunks_fts MATCH ? LIMIT {limit})", [match]
+        ).fetchone()[0] == limit:
+            full = (f"SELECT c.chunk_id, f.s FROM (SELECT rowid AS id, {weights} AS s FROM chunks_fts "
+                    f"WHERE chunks_fts MATCH ?) f {join} WHERE true{filters} ORDER BY f.s LIMIT ?")
+            rows = self.db.execute(full, [*params, k]).fetchall()
         # SQLite's bm25() is negated BM25 (lower is better): flip the sign so higher is better
-        return await self._run(lambda: [(cid, -float(s)) for cid, s in self.db.execute(sql, params)])
+        return [(cid, -float(s)) for cid, s in rows]
 
     async def vector_search(
         self, vector: np.ndarray, k: int, *, collection: str | None = None, path_glob: str | None = None
