@@ -191,7 +191,14 @@ class PgVectorStore:
             await pool.close()
 
     async def flush(self) -> None:
-        """Nothing to do: PostgreSQL keeps its HNSW index consistent transactionally."""
+        """``ANALYZE`` the chunks table after a batch of writes (ingestion, ``migrate-store``).
+
+        PostgreSQL keeps the HNSW index consistent by itself, but until autovacuum has analyzed a
+        freshly loaded table the planner has no statistics, and for ``WHERE collection = ...
+        ORDER BY embedding <=> ...`` it picks the collection b-tree plus a sort over every row:
+        75 ms instead of 1.9 ms on the 17,941 chunks of the Python docs (EXPLAIN ANALYZE).
+        """
+        await self._execute("ANALYZE {s}.chunks", fetch=False)
 
     async def collections(self) -> dict[str, int]:
         rows = await self._execute("SELECT c.name, COUNT(d.doc_id) FROM {s}.collections c LEFT JOIN {s}.documents d "
