@@ -3,7 +3,8 @@
 One command (``.venv/bin/python bench/routing_bench.py``), prints one JSON object, bounded (< 8 min):
 
 1. starts llama-cpp-python's OpenAI server (SmolLM2-135M, 1 thread) on 127.0.0.1;
-2. starts ``sovereign serve`` routing public model ``bench`` to it (``llama-cpp-python`` deployment);
+2. starts ``sovereign serve`` twice routing public model ``bench`` to it (``llama-cpp-python``
+   deployment): the default (upstream always streams) and with ``json_upstream = true``;
 3. starts the LiteLLM proxy (``litellm[proxy]==1.106.2`` in its own venv, ``LITELLM_VENV`` or
    /tmp/litellm-venv, created on first use unless ``BENCH_NO_LITELLM`` is set) for the same engine;
 4. interleaves requests to the three targets (so engine drift hits all alike) and reports, per target:
@@ -169,29 +170,28 @@ def main() -> None:
         return proc
 
     try:
-        eport, sport, lport = free_port(), free_port(), free_port()
+        eport, sport, jport, lport = free_port(), free_port(), free_port(), free_port()
         engine = spawn(
             llama_server_args(eport, "bench"),
             "engine.log",
         )
         wait(f"http://127.0.0.1:{eport}/v1/models", engine)
-        (tmp / "sovereign.toml").write_text(
-            "[engine]\nn_ctx = 512\nn_threads = 1\n[cache]\nenabled = false\n[backends]\nhealth_interval_s = 0\n"
-            f'[[backends.deployments]]\nname = "llama"\nmodel = "bench"\nengine = "llama-cpp-python"\n'
-            f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\n'
-        )
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
-        env.update(SOVEREIGN_CONFIG=str(tmp / "sovereign.toml"), SOVEREIGN_DATA_DIR=str(tmp / "data"))
-        gateway = spawn(
-            [sys.executable, "-m", "sovereign", "serve", "--port", str(sport), "--log-level", "warning"],
-            "sovereign.log",
-            env,
-        )
-        wait(f"http://127.0.0.1:{sport}/readyz", gateway)
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "direct": (f"http://127.0.0.1:{eport}/v1/chat/completions", {}),
-            "sovereign": (f"http://127.0.0.1:{sport}/v1/chat/completions", {}),
         }
+        # two gateways: the default (upstream always streams) and json_upstream = true
+        for name, port, json_upstream in (("sovereign", sport, "false"), ("sovereign_json_upstream", jport, "true")):
+            (tmp / f"{name}.toml").write_text(
+                "[engine]\nn_ctx = 512\nn_threads = 1\n[cache]\nenabled = false\n[backends]\nhealth_interval_s = 0\n"
+                f'[[backends.deployments]]\nname = "llama"\nmodel = "bench"\nengine = "llama-cpp-python"\n'
+                f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\njson_upstream = {json_upstream}\n'
+            )
+            genv = {**env, "SOVEREIGN_CONFIG": str(tmp / f"{name}.toml"), "SOVEREIGN_DATA_DIR": str(tmp / name)}
+            gateway = spawn([sys.executable, "-m", "sovereign", "serve", "--port", str(port), "--log-level", "warning"],
+                            f"{name}.log", genv)
+            wait(f"http://127.0.0.1:{port}/readyz", gateway)
+            targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", {})
         venv = Path(os.environ.get("LITELLM_VENV", "/tmp/litellm-venv"))
         if not (venv / "bin" / "litellm").exists() and not os.environ.get("BENCH_NO_LITELLM"):
             install_litellm(venv)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -311,3 +312,20 @@ async def test_every_engine_call_is_one_genai_span(client_for, monkeypatch: pyte
     assert attrs["gen_ai.usage.input_tokens"] == 7 and attrs["gen_ai.usage.output_tokens"] == 2
     assert attrs["gen_ai.response.finish_reasons"] == ("stop",)
     provider.shutdown()
+
+
+async def test_json_upstream_sends_buffered_requests_as_json(client_for) -> None:
+    answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"},
+                           "finish_reason": "length"}], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}
+    script = Script(a=[(200, json.dumps(answer).encode()), (200, sse("str", "eamed"))])
+    async with client_for(script) as client:
+        dep = deployment("a", client)
+        dep.backend.settings = dep.backend.settings.model_copy(update={"json_upstream": True})
+        slow = replace(FAST, first_token_timeout_s=1e-9)  # must not apply to a JSON answer
+        router = Router("m", [dep], slow)
+        result = await router.complete(replace(request(), buffered=True))
+        assert (result.text, result.finish_reason, result.usage.prompt_tokens) == ("Hello there", "length", 9)
+        assert script.bodies[0]["stream"] is False and "stream_options" not in script.bodies[0]
+        router = Router("m", [dep], FAST)
+        assert (await collect(router.stream(request()))).text == "streamed"  # streaming clients still stream
+        assert script.bodies[1]["stream"] is True

@@ -10,9 +10,13 @@ streaming ``/v1/chat/completions`` (or ``/v1/completions``) body, the SSE answer
 and which parameters they honour. A parameter the target cannot honour is a 400
 ``unsupported_parameter``, never silently dropped.
 
-Upstream requests always stream (one generation path; non-streaming clients get the stream
-collected). ``base_url`` is the OpenAI base URL (``http://host:port/v1``); engine-native endpoints
-(tokenize, health) hang off its root (the URL without the trailing ``/v1``).
+Upstream requests stream (one generation path; non-streaming clients get the stream collected,
+and a hung engine is caught by the first-token timeout for them too), unless the deployment sets
+``json_upstream``: then non-streaming client requests go upstream as plain JSON, which some
+engines serve faster (llama-cpp-python's server resets the connection after every stream), at the
+price of only the total timeout for those requests. ``base_url`` is the OpenAI base URL
+(``http://host:port/v1``); engine-native endpoints (tokenize, health) hang off its root (the URL
+without the trailing ``/v1``).
 """
 
 from __future__ import annotations
@@ -301,9 +305,10 @@ class OpenAICompatBackend:
             )
         if s.ignore_eos and not p.ignore_eos:
             raise UnsupportedParameterError(f"{p.label} ({self.name}) does not support ignore_eos.", param="ignore_eos")
+        streamed = not self.whole_answer(request)
         body: dict[str, Any] = {
             "model": self.served_model,
-            "stream": True,
+            "stream": streamed,
             "temperature": s.temperature,
             "top_p": s.top_p,
         }
@@ -325,9 +330,15 @@ class OpenAICompatBackend:
             body["response_format"] = {"type": "json_object"}
         if s.ignore_eos:
             body["ignore_eos"] = True
-        if p.stream_usage:
+        if p.stream_usage and streamed:
             body["stream_options"] = {"include_usage": True}
         return body
+
+    def whole_answer(self, request: GenerationRequest) -> bool:
+        """True when ``request`` goes upstream as plain JSON: a buffered (non-streaming) client request
+        on a deployment with ``json_upstream``. The engine then answers only when it is done, so the
+        router applies the total timeout instead of the first-token timeout."""
+        return request.buffered and self.settings.json_upstream
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Stream one generation from the engine inside a GenAI span (``chat SERVED_MODEL``, provider
@@ -346,6 +357,10 @@ class OpenAICompatBackend:
         """
         body = self.request_body(request)
         url = self.base_url + ("/chat/completions" if request.is_chat else "/completions")
+        if not body["stream"]:
+            async for chunk in self._whole(url, body, request.is_chat):
+                yield chunk
+            return
         try:
             async with self._client.stream(
                 "POST",
@@ -360,6 +375,27 @@ class OpenAICompatBackend:
                     yield chunk
         except httpx.HTTPError as exc:
             raise translate_transport_error(self.name, exc) from exc
+
+    async def _whole(self, url: str, body: dict[str, Any], chat: bool) -> AsyncIterator[GenerationChunk]:
+        """One JSON request (``json_upstream``): the answer as one text chunk, then the final chunk."""
+        try:
+            response = await self._client.post(url, content=orjson.dumps(body), timeout=self._timeout,
+                                               headers={**self._headers, "Content-Type": "application/json"})
+        except httpx.HTTPError as exc:
+            raise translate_transport_error(self.name, exc) from exc
+        if response.status_code != 200:
+            raise translate_status(self.name, response.status_code, response.content)
+        try:
+            answer = orjson.loads(response.content)
+            choice = answer["choices"][0]
+            text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+            used = answer.get("usage") or {}
+            usage = Usage(int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0))
+        except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
+            raise EngineError(f"Engine {self.name} answered garbage: {response.content[:200]!r}") from exc
+        if text:
+            yield GenerationChunk(text=text, usage=usage)
+        yield GenerationChunk(text="", usage=usage, finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"))
 
     async def _parse(self, lines: AsyncIterator[str], chat: bool) -> AsyncIterator[GenerationChunk]:
         """SSE lines -> chunks; the final chunk (finish reason + usage) comes at ``[DONE]``."""

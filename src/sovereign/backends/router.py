@@ -372,8 +372,9 @@ class Router:
                     retries += 1
                     metrics.ENGINE_RETRIES.labels(engine=dep.name).inc()
                 chunks = dep.backend.stream(request)
+                whole = getattr(dep.backend, "whole_answer", None)
                 try:
-                    first = await self._first(dep, chunks, deadline)
+                    first = await self._first(dep, chunks, deadline, whole=bool(whole and whole(request)))
                 except EngineError:
                     await chunks.aclose()  # type: ignore[attr-defined]
                     dep.breaker.record_failure()
@@ -386,8 +387,13 @@ class Router:
                 return first, chunks, retries
         raise AssertionError("unreachable: tenacity reraises")  # pragma: no cover
 
-    async def _first(self, dep: Deployment, chunks: AsyncIterator[GenerationChunk], deadline: float) -> GenerationChunk:
-        limit = min(self.policy.first_token_timeout_s, deadline - asyncio.get_running_loop().time())
+    async def _first(
+        self, dep: Deployment, chunks: AsyncIterator[GenerationChunk], deadline: float, *, whole: bool = False
+    ) -> GenerationChunk:
+        """The first chunk, within the first-token timeout (the total deadline when ``whole``: a JSON
+        answer arrives complete)."""
+        remaining = deadline - asyncio.get_running_loop().time()
+        limit = remaining if whole else min(self.policy.first_token_timeout_s, remaining)
         try:
             async with asyncio.timeout(max(limit, 0.0)):
                 return await anext(chunks)
