@@ -3,16 +3,18 @@
 Run: ``.venv/bin/python bench/cache_bench.py [--sizes 10000 100000 --queries 500]``; prints JSON.
 
 (1) Lookup latency of each backend (sqlite, redis on a throwaway ``redis-server``) holding N entries
-    in one scope (the worst case for the per-scope index): exact ``get`` of a stored key, and
-    semantic ``nearest`` for a query vector; p50/p99 in ms, embedding excluded (queries are vectors).
+    in one scope (the worst case for the per-scope index): exact ``get`` of a stored key, semantic
+    ``nearest`` (with the configured threshold) for an unrelated query (``semantic``: the usual
+    miss, nothing to read from storage) and for a rewording of a stored one (``semantic_hit``);
+    p50/p99 in ms, embedding excluded (queries are vectors).
 (2) End-to-end cached chat completions through ``sovereign serve`` over HTTP (keep-alive httpx):
     exact hits (no embedding) and semantic hits (a reworded question: the query is embedded).
 (3) The labelled pairs (``data/cache_pairs/pairs.jsonl``) in one cache per system: every distinct
     cached question stored, every incoming question looked up; hit rate on paraphrases, false-hit rate
     on near-misses. Ours: per-scope index + threshold + contrast guard. GPTCache 0.1.44 (core ``Cache``,
     SQLite + FAISS, ``SearchDistanceEvaluation``) with the *same* MiniLM vectors and the same cosine
-    threshold, in a separate venv (``/tmp/gptcache-venv``; skipped with a note when absent), plus its
-    lookup latency at 10k entries.
+    threshold, in a separate venv (``GPTCACHE_VENV`` or ``/tmp/gptcache-venv``, created on first use),
+    plus its lookup latency at 10k entries.
 """
 
 from __future__ import annotations
@@ -56,6 +58,7 @@ def unit_rows(n: int, seed: int) -> np.ndarray:
 async def backend_latency(kind: str, size: int, queries: int, workdir: Path, redis_url: str | None) -> dict[str, Any]:
     from sovereign.cache.backends.redis import RedisCacheBackend
     from sovereign.cache.backends.sqlite import SqliteCacheBackend
+    from sovereign.config import load_settings
     from sovereign.testing.cache_contract import make_entry
 
     if kind == "sqlite":
@@ -75,16 +78,23 @@ async def backend_latency(kind: str, size: int, queries: int, workdir: Path, red
     if kind == "redis":
         await backend.open()  # full resync: what a newly started gateway process does
     load_s = time.perf_counter() - began
-    keys = [f"k{i}" for i in np.random.default_rng(1).integers(0, size, queries)]
-    probes = unit_rows(queries, 7)
-    exact, semantic = [], []
-    for key, probe in zip(keys, probes, strict=True):
+    picks = np.random.default_rng(1).integers(0, size, queries)
+    keys = [f"k{i}" for i in picks]
+    misses = unit_rows(queries, 7)  # unrelated questions: nothing within the threshold
+    near = vectors[picks] + 0.01 * unit_rows(queries, 8)  # rewordings of stored ones (cosine ~0.9999)
+    hits = near / np.linalg.norm(near, axis=1, keepdims=True)
+    threshold = load_settings().cache.similarity_threshold
+    exact, semantic, semantic_hit = [], [], []
+    for key, miss, hit in zip(keys, misses, hits, strict=True):
         t = time.perf_counter()
         assert await backend.get(key) is not None
         exact.append(time.perf_counter() - t)
         t = time.perf_counter()
-        await backend.nearest("scope", probe)
+        assert await backend.nearest("scope", miss, min_score=threshold) == []
         semantic.append(time.perf_counter() - t)
+        t = time.perf_counter()
+        assert await backend.nearest("scope", hit, min_score=threshold)
+        semantic_hit.append(time.perf_counter() - t)
     await backend.clear()
     await backend.close()
     return {
@@ -93,6 +103,7 @@ async def backend_latency(kind: str, size: int, queries: int, workdir: Path, red
         "load_s": round(load_s, 1),
         "exact": pct(exact),
         "semantic": pct(semantic),
+        "semantic_hit": pct(semantic_hit),
     }
 
 
@@ -208,15 +219,25 @@ print(json.dumps(out))
 """
 
 
+def install_gptcache(venv: Path) -> None:
+    """The peer cache in its own venv, once: GPTCache 0.1.44 needs sqlalchemy installed up front
+    (else it runs pip at run time) and faiss-cpu for its vector store (shared/DESIGN.md)."""
+    print(f"cache_bench: installing gptcache==0.1.44 into {venv} (once)...", file=sys.stderr)
+    try:
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "gptcache==0.1.44",
+                        "sqlalchemy", "faiss-cpu", "numpy"], check=True, timeout=900)
+    except (subprocess.SubprocessError, OSError) as exc:
+        print(f"cache_bench: GPTCache install failed ({exc}); measuring without it", file=sys.stderr)
+
+
 def gptcache_on_pairs(
     pairs: list[dict[str, Any]], vec: dict[str, np.ndarray], threshold: float, workdir: Path, latency_entries: int
 ) -> dict[str, Any]:
     if not GPTCACHE_PY.exists():
-        return {
-            "skipped": f"GPTCache venv not found at {GPTCACHE_PY.parent.parent}: create it with "
-            "`python3 -m venv /tmp/gptcache-venv && /tmp/gptcache-venv/bin/pip install "
-            "gptcache==0.1.44 sqlalchemy faiss-cpu`"
-        }
+        install_gptcache(GPTCACHE_PY.parent.parent)
+    if not GPTCACHE_PY.exists():
+        return {"skipped": f"GPTCache could not be installed into {GPTCACHE_PY.parent.parent}"}
     spec = workdir / "gptcache-args.json"
     spec.write_text(
         json.dumps(

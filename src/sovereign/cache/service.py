@@ -63,8 +63,14 @@ class ResponseCache:
         self.settings = settings
         self.timeout_s = settings.timeout_ms / 1000
         self.hooked_to: Any = None  # the rag service whose on_change list holds our callback
-        self._tasks: set[asyncio.Future[int]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _in_background(self, awaitable: Awaitable[Any]) -> None:
+        """Run ``awaitable`` without making the request wait (kept until done; awaited by :meth:`close`)."""
+        task = asyncio.ensure_future(awaitable)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def start(self) -> None:
         """Open the backend; a failure is logged and counted, and the cache starts as all-miss."""
@@ -133,11 +139,12 @@ class ResponseCache:
         vector = await self.embed(key.query)
         if vector is None:
             return Lookup("miss")
-        found = await self._guard(self.backend.nearest(key.scope, vector), "semantic lookup")
+        threshold = self.settings.similarity_threshold
+        found = await self._guard(self.backend.nearest(key.scope, vector, min_score=threshold), "semantic lookup")
         for candidate, score in found or []:
-            if score >= self.settings.similarity_threshold and contrast(key.query, candidate.query) is None:
+            if score >= threshold and contrast(key.query, candidate.query) is None:
                 metrics.CACHE_LOOKUPS.labels(layer="semantic", result="hit").inc()
-                await self._guard(self.backend.touch(candidate.key), "touch")
+                self._in_background(self._guard(self.backend.touch(candidate.key), "touch"))  # LRU recency
                 return Lookup("hit-semantic", entry=candidate, similarity=round(score, 4), vector=vector)
         metrics.CACHE_LOOKUPS.labels(layer="semantic", result="miss").inc()
         return Lookup("miss", vector=vector)

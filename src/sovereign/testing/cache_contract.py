@@ -90,6 +90,8 @@ class CacheBackendContract:
         await backend.put(make_entry("near", vector=close / np.linalg.norm(close)))
         found = await backend.nearest("s1", target)
         assert found[0][0].key == "near" and found[0][1] > 0.9 > found[-1][1]
+        assert [e.key for e, _ in await backend.nearest("s1", target, min_score=0.9)] == ["near"]
+        assert await backend.nearest("s1", unit(8), min_score=0.9) == []  # nothing close enough
 
     async def test_replacing_a_key_keeps_one_entry(self, backend: Any) -> None:
         await backend.put(make_entry("k", seed=1))

@@ -32,9 +32,12 @@ class CacheBackend(Protocol):
     async def get(self, key: str) -> CacheEntry | None:
         """The live entry with exact ``key`` (and mark it recently used), or None."""
 
-    async def nearest(self, scope: str, vector: np.ndarray, k: int = 4) -> list[tuple[CacheEntry, float]]:
-        """Up to ``k`` live entries of ``scope`` nearest to the unit ``vector``, ``(entry, cosine)``
-        best first. Does not mark them used (the service does, for the one it serves)."""
+    async def nearest(
+        self, scope: str, vector: np.ndarray, k: int = 4, min_score: float = -1.0
+    ) -> list[tuple[CacheEntry, float]]:
+        """Up to ``k`` live entries of ``scope`` nearest to the unit ``vector`` with cosine >=
+        ``min_score``, ``(entry, cosine)`` best first (storage is read only for those). Does not mark
+        them used (the service does, for the one it serves)."""
 
     async def touch(self, key: str) -> None:
         """Mark ``key`` recently used (LRU)."""

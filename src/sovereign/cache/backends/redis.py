@@ -304,11 +304,14 @@ class RedisCacheBackend:
             return None
         return CacheEntry.from_payload(key, row[b"scope"].decode(), row[b"payload"], row.get(b"vector"))
 
-    async def nearest(self, scope: str, vector: np.ndarray, k: int = 4) -> list[tuple[CacheEntry, float]]:
+    async def nearest(
+        self, scope: str, vector: np.ndarray, k: int = 4, min_score: float = -1.0
+    ) -> list[tuple[CacheEntry, float]]:
         if not self._synced:
             return []
-        found = self.index.search(scope, vector, k=k, now=time.time())
-        if not found:
+        found = [(key, score) for key, score in self.index.search(scope, vector, k=k, now=time.time())
+                 if score >= min_score]
+        if not found:  # the usual miss: nothing close enough, no round trip to storage
             return []
         async with self._client.pipeline(transaction=False) as pipe:
             for key, _ in found:

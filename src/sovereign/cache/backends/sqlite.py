@@ -123,9 +123,12 @@ class SqliteCacheBackend:
             return None
         return CacheEntry.from_payload(key, row[0], row[1], row[2])
 
-    async def nearest(self, scope: str, vector: np.ndarray, k: int = 4) -> list[tuple[CacheEntry, float]]:
-        found = self.index.search(scope, vector, k=k, now=time.time())
-        if not found:
+    async def nearest(
+        self, scope: str, vector: np.ndarray, k: int = 4, min_score: float = -1.0
+    ) -> list[tuple[CacheEntry, float]]:
+        found = [(key, score) for key, score in self.index.search(scope, vector, k=k, now=time.time())
+                 if score >= min_score]
+        if not found:  # the usual miss: nothing close enough, no round trip to storage
             return []
         keys = [key for key, _ in found]
 
