@@ -162,9 +162,9 @@ def plan(
         ContextLengthExceededError: ``context`` exceeds the model's maximum (``param="context"``).
         InvalidRequestError: non-positive context/concurrency, unknown engine / weights / cache.
     """
-    for name, value in (("context", context), ("concurrency", concurrency)):
-        if value <= 0:
-            raise InvalidRequestError(f"{name}: must be a positive integer, got {value}.", param=name)
+    for param, number in (("context", context), ("concurrency", concurrency)):
+        if number <= 0:
+            raise InvalidRequestError(f"{param}: must be a positive integer, got {number}.", param=param)
     if context > facts.max_context:
         hint = ""
         if facts.architecture.startswith("qwen") and not facts.rope_scaling:
