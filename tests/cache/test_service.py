@@ -6,6 +6,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -81,13 +82,26 @@ async def test_rag_change_notification_evicts_dependent_answers(cache: ResponseC
     assert (await cache.lookup(key("What does json do?"))).status == "hit-exact"
 
 
-@pytest.mark.integration
-async def test_redis_down_is_a_counted_miss_and_recovers(redis_proc: Any, embedder: OnnxMiniLMEmbedder) -> None:
-    settings = load_settings().cache.model_copy(update={"timeout_ms": 200})
-    backend = RedisCacheBackend(redis_proc.url, max_entries=100, timeout_s=0.2, prefix=f"t:{uuid.uuid4().hex[:8]}:")
+@asynccontextmanager
+async def redis_cache(
+    redis_proc: Any, embedder: OnnxMiniLMEmbedder, *, timeout_ms: int
+) -> AsyncIterator[ResponseCache]:
+    """A started cache on the session's redis-server under a fresh key prefix, cleared and closed after."""
+    settings = load_settings().cache.model_copy(update={"timeout_ms": timeout_ms})
+    backend = RedisCacheBackend(redis_proc.url, max_entries=100, timeout_s=timeout_ms / 1000,
+                                prefix=f"t:{uuid.uuid4().hex[:8]}:")
     cache = ResponseCache(backend, embedder, settings)
     await cache.start()
     try:
+        yield cache
+    finally:
+        await cache.clear()
+        await cache.close()
+
+
+@pytest.mark.integration
+async def test_redis_down_is_a_counted_miss_and_recovers(redis_proc: Any, embedder: OnnxMiniLMEmbedder) -> None:
+    async with redis_cache(redis_proc, embedder, timeout_ms=200) as cache:
         await store(cache, "How do I copy a file?", "shutil.copy")
         assert (await cache.lookup(key("How do I copy a file?"))).status == "hit-exact"
         errors = metrics.CACHE_ERRORS.labels(backend="redis")._value.get()
@@ -102,9 +116,6 @@ async def test_redis_down_is_a_counted_miss_and_recovers(redis_proc: Any, embedd
             redis_proc.start()
         await store(cache, "How do I move a file?", "shutil.move")  # the same client reconnects
         assert (await cache.lookup(key("How do I move a file?"))).status == "hit-exact"
-    finally:
-        await cache.clear()
-        await cache.close()
 
 
 async def wait_for_status(cache: ResponseCache, question: str, status: str, within_s: float = 5.0) -> Any:
@@ -122,11 +133,7 @@ async def test_entries_stored_after_redis_restarts_empty_are_semantic_hits(
     redis_proc: Any, embedder: OnnxMiniLMEmbedder
 ) -> None:
     """Redis restarting empty restarts its sequence at 1: the epoch tells the process to resync."""
-    settings = load_settings().cache.model_copy(update={"timeout_ms": 1000})
-    backend = RedisCacheBackend(redis_proc.url, max_entries=100, timeout_s=1.0, prefix=f"t:{uuid.uuid4().hex[:8]}:")
-    cache = ResponseCache(backend, embedder, settings)
-    await cache.start()
-    try:
+    async with redis_cache(redis_proc, embedder, timeout_ms=1000) as cache:
         await store(cache, "How do I delete a file?", "os.remove")
         await store(cache, "How do I rename a file?", "os.rename")
         assert (await cache.lookup(key("How can I delete a file?"))).status == "hit-semantic"
@@ -138,9 +145,6 @@ async def test_entries_stored_after_redis_restarts_empty_are_semantic_hits(
         found = await wait_for_status(cache, "How can I copy a file?", "hit-semantic")
         assert found.status == "hit-semantic" and found.entry is not None and found.entry.text == "shutil.copy"
         assert (await cache.lookup(key("How can I rename a file?"))).status == "miss"  # stale vectors dropped
-    finally:
-        await cache.clear()
-        await cache.close()
 
 
 @pytest.mark.integration
@@ -148,11 +152,7 @@ async def test_a_paused_redis_is_a_counted_miss_within_the_budget(
     redis_proc: Any, embedder: OnnxMiniLMEmbedder
 ) -> None:
     """A Redis that accepts connections but answers nothing (SIGSTOP) costs at most the time budget."""
-    settings = load_settings().cache.model_copy(update={"timeout_ms": 100})
-    backend = RedisCacheBackend(redis_proc.url, max_entries=100, timeout_s=0.1, prefix=f"t:{uuid.uuid4().hex[:8]}:")
-    cache = ResponseCache(backend, embedder, settings)
-    await cache.start()
-    try:
+    async with redis_cache(redis_proc, embedder, timeout_ms=100) as cache:
         await store(cache, "How do I copy a file?", "shutil.copy")
         assert (await cache.lookup(key("How do I copy a file?"))).status == "hit-exact"
         await cache.embed("How can I copy a file?")  # warm the embedder: time only the cache
@@ -168,9 +168,6 @@ async def test_a_paused_redis_is_a_counted_miss_within_the_budget(
         assert metrics.CACHE_ERRORS.labels(backend="redis")._value.get() >= errors + 2
         assert (await wait_for_status(cache, "How do I copy a file?", "hit-exact")).status == "hit-exact"
         assert (await cache.lookup(key("How can I copy a file?"))).status == "hit-semantic"
-    finally:
-        await cache.clear()
-        await cache.close()
 
 
 def test_labelled_pairs_calibration(embedder: OnnxMiniLMEmbedder) -> None:

@@ -28,3 +28,15 @@ def corpus(tmp_path: Path) -> Path:
     target = tmp_path / "corpus"
     shutil.copytree(CORPUS, target)
     return target
+
+
+@pytest.fixture
+def small_corpus(tmp_path: Path) -> Path:
+    """Three files of three kinds (HTML, reST, Markdown) in a private tree: ``bisect.html``,
+    ``howto/sorting.rst``, ``README.md``."""
+    root = tmp_path / "small"
+    (root / "howto").mkdir(parents=True)
+    shutil.copy(CORPUS / "library" / "bisect.html", root / "bisect.html")
+    shutil.copy(CORPUS / "howto" / "sorting.rst", root / "howto" / "sorting.rst")
+    shutil.copy(CORPUS / "README.md", root / "README.md")
+    return root

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import os
 import re
-import shutil
 import sqlite3
 import subprocess
 import sys
@@ -72,12 +71,8 @@ def pydocs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
     return env
 
 
-def test_ingest_ends_with_a_summary_of_added_updated_unchanged_and_failed(tmp_path: Path) -> None:
-    root = tmp_path / "docs"
-    (root / "howto").mkdir(parents=True)
-    shutil.copy(CORPUS / "library" / "bisect.html", root / "bisect.html")
-    shutil.copy(CORPUS / "howto" / "sorting.rst", root / "howto" / "sorting.rst")
-    shutil.copy(CORPUS / "README.md", root / "README.md")
+def test_ingest_ends_with_a_summary_of_added_updated_unchanged_and_failed(tmp_path: Path, small_corpus: Path) -> None:
+    root = small_corpus
     env = {"SOVEREIGN_DATA_DIR": str(tmp_path / "data")}
     first = ok(cli("ingest", str(root), env=env))
     assert SUMMARY.search(first).groups() == ("3", "0", "0", "0", "0"), first  # type: ignore[union-attr]

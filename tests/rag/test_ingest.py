@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import sqlite3
 import subprocess
@@ -33,16 +32,6 @@ async def service(tmp_path: Path, embedder: OnnxMiniLMEmbedder) -> AsyncIterator
     svc = await RagService.open(settings_for(tmp_path / "data"), embedder=embedder)
     yield svc
     await svc.close()
-
-
-@pytest.fixture
-def small_corpus(tmp_path: Path) -> Path:
-    root = tmp_path / "small"
-    (root / "howto").mkdir(parents=True)
-    shutil.copy(CORPUS / "library" / "bisect.html", root / "bisect.html")
-    shutil.copy(CORPUS / "howto" / "sorting.rst", root / "howto" / "sorting.rst")
-    shutil.copy(CORPUS / "README.md", root / "README.md")
-    return root
 
 
 async def test_second_run_embeds_nothing_and_changes_replace_exactly(service: RagService, small_corpus: Path) -> None:
