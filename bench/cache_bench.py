@@ -1,6 +1,7 @@
 """Response-cache benchmark: backend lookup latency, cached completions through the gateway, GPTCache.
 
-Run: ``.venv/bin/python bench/cache_bench.py [--sizes 10000 100000 --queries 500]``; prints JSON.
+Run: ``.venv/bin/python bench/cache_bench.py [--sizes 10000 100000 --queries 2000]``; prints JSON.
+``--parts lookup`` (or ``gateway``, ``pairs``) and ``--backends sqlite`` run a subset.
 
 (1) Lookup latency of each backend (sqlite, redis on a throwaway ``redis-server``) holding N entries
     in one scope (the worst case for the per-scope index): exact ``get`` of a stored key, semantic
@@ -264,9 +265,12 @@ def gptcache_on_pairs(
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000])
-    parser.add_argument("--queries", type=int, default=500)
+    parser.add_argument("--queries", type=int, default=2000)
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--gptcache-entries", type=int, default=10_000)
+    parts = ["lookup", "gateway", "pairs"]
+    parser.add_argument("--parts", nargs="+", choices=parts, default=parts)
+    parser.add_argument("--backends", nargs="+", choices=["sqlite", "redis"], default=["sqlite", "redis"])
     args = parser.parse_args()
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
@@ -280,22 +284,25 @@ def main() -> None:
     out: dict[str, Any] = {"machine": {"cpus": os.cpu_count()}, "threshold": threshold}
     with tempfile.TemporaryDirectory(prefix="cache-bench-") as tmp:
         workdir = Path(tmp)
-        with redis_server(workdir / "redis") as redis:
-            out["lookup"] = []
-            for size in args.sizes:
-                for kind in ("sqlite", "redis"):
-                    row = asyncio.run(backend_latency(kind, size, args.queries, workdir, redis.url))
-                    print(json.dumps(row), file=sys.stderr, flush=True)  # progress: one line per backend
-                    out["lookup"].append(row)
-        out["gateway"] = gateway_latency(workdir, args.requests)
-        pairs = load_pairs(PAIRS)
-        texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
-        vectors, _ = OnnxMiniLMEmbedder(settings.embeddings).embed_sync(texts)
-        vec = dict(zip(texts, vectors, strict=True))
-        out["pairs"] = {
-            "ours": ours_on_pairs(pairs, vec, threshold),
-            "gptcache": gptcache_on_pairs(pairs, vec, threshold, workdir, args.gptcache_entries),
-        }
+        if "lookup" in args.parts:
+            with redis_server(workdir / "redis") as redis:
+                out["lookup"] = []
+                for size in args.sizes:
+                    for kind in args.backends:
+                        row = asyncio.run(backend_latency(kind, size, args.queries, workdir, redis.url))
+                        print(json.dumps(row), file=sys.stderr, flush=True)  # progress: one line per backend
+                        out["lookup"].append(row)
+        if "gateway" in args.parts:
+            out["gateway"] = gateway_latency(workdir, args.requests)
+        if "pairs" in args.parts:
+            pairs = load_pairs(PAIRS)
+            texts = sorted({p["a"] for p in pairs} | {p["b"] for p in pairs})
+            vectors, _ = OnnxMiniLMEmbedder(settings.embeddings).embed_sync(texts)
+            vec = dict(zip(texts, vectors, strict=True))
+            out["pairs"] = {
+                "ours": ours_on_pairs(pairs, vec, threshold),
+                "gptcache": gptcache_on_pairs(pairs, vec, threshold, workdir, args.gptcache_entries),
+            }
     print(json.dumps(out, indent=1))
 
 

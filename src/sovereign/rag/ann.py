@@ -14,7 +14,9 @@ import onnxruntime  # noqa: F401  (import order, see above)
 from usearch.index import Index
 
 
-def new_index(dimensions: int, metric: str, **options: Any) -> Index:
-    """An empty float32 index of ``dimensions``-long vectors; ``metric`` is ``"cos"`` or ``"ip"``;
-    ``options`` are usearch's HNSW knobs (``connectivity`` = M, ``expansion_add``, ``expansion_search``)."""
-    return Index(ndim=dimensions, metric=metric, dtype="f32", **options)
+def new_index(dimensions: int, metric: str, dtype: str = "f32", **options: Any) -> Index:
+    """An empty index of ``dimensions``-long vectors stored as ``dtype`` (``"f32"``, or ``"i8"``:
+    usearch stores each component of a unit vector as the integer part of ``x * 127``); ``metric`` is
+    ``"cos"`` or ``"ip"``; ``options`` are usearch's HNSW knobs (``connectivity`` = M,
+    ``expansion_add``, ``expansion_search``)."""
+    return Index(ndim=dimensions, metric=metric, dtype=dtype, **options)

@@ -309,8 +309,7 @@ class RedisCacheBackend:
     ) -> list[tuple[CacheEntry, float]]:
         if not self._synced:
             return []
-        found = [(key, score) for key, score in self.index.search(scope, vector, k=k, now=time.time())
-                 if score >= min_score]
+        found = self.index.search(scope, vector, k=k, now=time.time(), min_score=min_score)
         if not found:  # the usual miss: nothing close enough, no round trip to storage
             return []
         async with self._client.pipeline(transaction=False) as pipe:

@@ -1,18 +1,23 @@
 """Embedded cache backend: SQLite (WAL) for entries + the in-process per-scope vector index.
 
-One file ``<data_dir>/cache.sqlite3``; every SQLite call runs on one dedicated thread (the
-connection is never shared across threads); the vector index lives on the event-loop thread and
-is rebuilt from the table at :meth:`open`. One gateway process per file: several processes on one
+One file ``<data_dir>/cache.sqlite3``. Writes run on one dedicated writer thread (its connection
+is never shared). Lookups read inline on the event-loop thread through a second, read-only
+connection: a primary-key read of a page-cached row takes tens of microseconds, less than a hop
+to a thread and back, and a WAL reader never waits for the writer (https://sqlite.org/wal.html,
+"readers do not block writers and a writer does not block readers"). The recency update of a hit
+is queued to the writer without making the lookup wait. The vector index lives on the event-loop
+thread and is rebuilt from the table at :meth:`open`. One gateway process per file: several processes on one
 file would each keep their own index (use the ``redis`` backend to share a cache).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
-from collections.abc import Callable, Iterable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,6 +29,7 @@ from sovereign.errors import StorageError
 from sovereign.observability import metrics
 
 T = TypeVar("T")
+log = logging.getLogger("sovereign.cache")
 SWEEP_EVERY = 256  # puts between TTL sweeps
 
 _SCHEMA = """
@@ -36,6 +42,14 @@ CREATE TABLE IF NOT EXISTS provenance (
     doc_id TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (doc_id, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provenance_key ON provenance(key);
 """
+
+
+def _log_failure(future: Future[None]) -> None:
+    """Done-callback of a queued write: count and log its failure (nobody awaits it)."""
+    exc = future.exception()
+    if exc is not None:
+        metrics.CACHE_ERRORS.labels(backend="sqlite").inc()
+        log.warning("cache recency update failed: %s", exc)
 
 
 class SqliteCacheBackend:
@@ -54,6 +68,7 @@ class SqliteCacheBackend:
         self.index = VectorIndex(dimensions)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sqlite")
         self._db: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
         self._count = 0
         self._puts = 0
 
@@ -87,12 +102,20 @@ class SqliteCacheBackend:
                 raise StorageError(f"Cannot open the cache database {self.path}: {exc}") from exc
 
         rows = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        try:
+            self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cannot open the cache database {self.path} for reading: {exc}") from exc
         for key, scope, vector, expires in rows:
             self.index.add(scope, key, np.frombuffer(vector, dtype="<f4"), expires)
         self._count = await self._run(lambda db: db.execute("SELECT count(*) FROM entries").fetchone()[0])
         metrics.CACHE_ENTRIES.labels(backend=self.name).set(self._count)
 
     async def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
         def shut() -> None:
             if self._db is not None:
                 self._db.close()
@@ -102,44 +125,50 @@ class SqliteCacheBackend:
         self._executor.shutdown(wait=True)
         self.index.clear()
 
+    def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
+        """Rows of one read on the loop thread's read-only connection. Raises StorageError."""
+        if self._reader is None:
+            raise StorageError("The cache database is closed.")
+        try:
+            return self._reader.execute(sql, args).fetchall()
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cache database {self.path} failed: {exc}") from exc
+
+    def _touch_later(self, key: str, now: float) -> None:
+        """Queue the LRU recency update of ``key`` on the writer thread; failures are logged."""
+
+        def write() -> None:
+            if self._db is not None:
+                with self._db:
+                    self._db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
+
+        self._executor.submit(write).add_done_callback(_log_failure)
+
     async def get(self, key: str) -> CacheEntry | None:
         now = time.time()
-
-        def read(db: sqlite3.Connection) -> tuple[str, bytes, bytes | None, float] | None:
-            row = db.execute("SELECT scope, payload, vector, expires FROM entries WHERE key = ?", (key,)).fetchone()
-            if row is None:
-                return None
-            if row[3] <= now:
-                self._delete(db, [key])
-            else:
-                db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
-            return row
-
-        row = await self._run(read)
-        if row is None:
+        rows = self._read("SELECT scope, payload, vector, expires FROM entries WHERE key = ?", (key,))
+        if not rows:
             return None
-        if row[3] <= now:
+        scope, payload, vector, expires = rows[0]
+        if expires <= now:
+            await self._run(lambda db: self._delete(db, [key]))
             self._forget([key], "ttl")
             return None
-        return CacheEntry.from_payload(key, row[0], row[1], row[2])
+        self._touch_later(key, now)
+        return CacheEntry.from_payload(key, scope, payload, vector)
 
     async def nearest(
         self, scope: str, vector: np.ndarray, k: int = 4, min_score: float = -1.0
     ) -> list[tuple[CacheEntry, float]]:
-        found = [(key, score) for key, score in self.index.search(scope, vector, k=k, now=time.time())
-                 if score >= min_score]
+        found = self.index.search(scope, vector, k=k, now=time.time(), min_score=min_score)
         if not found:  # the usual miss: nothing close enough, no round trip to storage
             return []
         keys = [key for key, _ in found]
-
-        def read(db: sqlite3.Connection) -> dict[str, tuple[str, bytes, bytes | None]]:
-            marks = ",".join("?" * len(keys))
-            rows = db.execute(
-                f"SELECT key, scope, payload, vector FROM entries WHERE key IN ({marks})", keys
-            ).fetchall()
-            return {r[0]: (r[1], r[2], r[3]) for r in rows}
-
-        rows = await self._run(read)
+        marks = ",".join("?" * len(keys))
+        rows = {
+            r[0]: (r[1], r[2], r[3])
+            for r in self._read(f"SELECT key, scope, payload, vector FROM entries WHERE key IN ({marks})", keys)
+        }
         out = []
         for key, score in found:
             if key in rows:
