@@ -4,10 +4,13 @@ One command (``.venv/bin/python bench/routing_bench.py``), prints one JSON objec
 
 1. starts llama-cpp-python's OpenAI server (SmolLM2-135M, 1 thread) on 127.0.0.1;
 2. starts ``sovereign serve`` twice routing public model ``bench`` to it (``llama-cpp-python``
-   deployment): the default (upstream always streams) and with ``json_upstream = true``;
-3. starts the LiteLLM proxy (``litellm[proxy]==1.106.2`` in its own venv, ``LITELLM_VENV`` or
+   deployment): the default (for this engine ``json_upstream``: JSON clients go upstream as JSON)
+   and with ``json_upstream = false`` (upstream always streams);
+3. starts ``bench/passthrough_proxy.py`` (FastAPI + uvicorn + httpx forwarding bytes, nothing
+   else): the floor any gateway on this stack pays for the extra hop on this machine;
+4. starts the LiteLLM proxy (``litellm[proxy]==1.106.2`` in its own venv, ``LITELLM_VENV`` or
    /tmp/litellm-venv, created on first use unless ``BENCH_NO_LITELLM`` is set) for the same engine;
-4. interleaves requests to the three targets (so engine drift hits all alike) and reports, per target:
+5. interleaves requests to the targets (so engine drift hits all alike) and reports, per target:
    non-streaming latency p50/p99 and streaming TTFT p50/p99 (ms), the *added* latency vs direct, and
    throughput (requests/s) and JSON latency p50/p99 (with the added p50) at 1, 8 and 32 concurrent
    clients. ``max_tokens`` is small and the prompt is
@@ -180,18 +183,28 @@ def main() -> None:
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "direct": (f"http://127.0.0.1:{eport}/v1/chat/completions", {}),
         }
-        # two gateways: the default (upstream always streams) and json_upstream = true
-        for name, port, json_upstream in (("sovereign", sport, "false"), ("sovereign_json_upstream", jport, "true")):
+        # two gateways: the default (json_upstream on for this engine) and upstream always streaming
+        for name, port, json_upstream in (("sovereign", sport, None), ("sovereign_stream_upstream", jport, "false")):
             (tmp / f"{name}.toml").write_text(
                 "[engine]\nn_ctx = 512\nn_threads = 1\n[cache]\nenabled = false\n[backends]\nhealth_interval_s = 0\n"
                 f'[[backends.deployments]]\nname = "llama"\nmodel = "bench"\nengine = "llama-cpp-python"\n'
-                f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\njson_upstream = {json_upstream}\n'
+                f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\n'
+                + (f"json_upstream = {json_upstream}\n" if json_upstream else "")
             )
             genv = {**env, "SOVEREIGN_CONFIG": str(tmp / f"{name}.toml"), "SOVEREIGN_DATA_DIR": str(tmp / name)}
             gateway = spawn([sys.executable, "-m", "sovereign", "serve", "--port", str(port), "--log-level", "warning"],
                             f"{name}.log", genv)
             wait(f"http://127.0.0.1:{port}/readyz", gateway)
             targets[name] = (f"http://127.0.0.1:{port}/v1/chat/completions", {})
+        pport = free_port()
+        passthrough = spawn(
+            [sys.executable, "-m", "uvicorn", "--app-dir", str(ROOT / "bench"), "passthrough_proxy:app",
+             "--host", "127.0.0.1", "--port", str(pport), "--log-level", "warning", "--no-access-log"],
+            "passthrough.log",
+            {**env, "UPSTREAM": f"http://127.0.0.1:{eport}/v1"},
+        )
+        wait(f"http://127.0.0.1:{pport}/docs", passthrough)
+        targets["passthrough"] = (f"http://127.0.0.1:{pport}/v1/chat/completions", {})
         venv = Path(os.environ.get("LITELLM_VENV", "/tmp/litellm-venv"))
         if not (venv / "bin" / "litellm").exists() and not os.environ.get("BENCH_NO_LITELLM"):
             install_litellm(venv)

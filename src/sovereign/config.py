@@ -205,8 +205,10 @@ class DeploymentSettings(Section):
     context_window: int | None = Field(None, ge=128, description="Tokens (prompt + output); unset = 4096.")
     weight: float = Field(1.0, ge=0, description="Share of first picks (sticky per user); 0 = fallback only.")
     api_key_env: str | None = Field(None, description="Env var holding the engine's API key.")
-    json_upstream: bool = Field(
-        False, description="Send non-streaming client requests upstream as JSON (no first-token timeout for them)."
+    json_upstream: bool | None = Field(
+        None,
+        description="Send non-streaming client requests upstream as JSON (no first-token timeout for them); "
+        "unset = the engine's default (true for llama-cpp-python, false for the others).",
     )
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -137,6 +137,21 @@ async def test_missing_tokenize_endpoint_switches_to_the_estimate() -> None:
         assert await backend.count_text_tokens(TEXT) == ESTIMATE
         assert await backend.count_text_tokens("other text") == len(b"other text") // 2 + 1
     assert calls == ["/tokenize"]  # asked once, then estimated
+
+
+@pytest.mark.parametrize(
+    ("kind", "setting", "expected"),
+    [("llama-cpp-python", None, True), ("vllm", None, False), ("llama-cpp-python", False, False), ("vllm", True, True)],
+)
+async def test_json_upstream_defaults_per_engine(kind: str, setting: bool | None, expected: bool) -> None:
+    """Unset ``json_upstream`` follows the engine profile (on for llama-cpp-python); a setting wins.
+    Streaming client requests always stream upstream."""
+    settings = DeploymentSettings(name="d", model="m", engine=kind, base_url="http://e/v1", json_upstream=setting)
+    async with httpx.AsyncClient(transport=httpx.MockTransport(lambda r: httpx.Response(500))) as client:
+        backend = OpenAICompatBackend(settings, client)
+        assert backend.whole_answer(replace(request(), buffered=True)) is expected
+        assert backend.request_body(replace(request(), buffered=True))["stream"] is not expected
+        assert backend.whole_answer(request()) is False
 
 
 def _docs_rows() -> dict[str, str]:

@@ -80,7 +80,9 @@ def configure_logging(settings: ObservabilitySettings) -> Callable[[], None]:
     """Install one stderr handler on the root logger; returns a callable restoring the previous setup.
 
     uvicorn's ``uvicorn`` / ``uvicorn.error`` loggers propagate to it, and ``uvicorn.access`` is
-    silenced because ``sovereign.access`` logs every request with latency and token counts.
+    silenced because ``sovereign.access`` logs every request with latency and token counts. The
+    ``httpx`` / ``httpcore`` INFO line per upstream request ("HTTP Request: POST ...") is silenced
+    too (warnings still pass): it doubled the log volume and cost measurable proxy latency.
     """
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if settings.log_json else TextFormatter())
@@ -92,13 +94,15 @@ def configure_logging(settings: ObservabilitySettings) -> Callable[[], None]:
     root.addHandler(handler)
     root.setLevel(level)
     saved: dict[str, tuple[list[logging.Handler], bool, int]] = {}
-    for name in (*_UVICORN, "uvicorn.access", "sovereign"):
+    quiet = ("uvicorn.access", "httpx", "httpcore")
+    for name in (*_UVICORN, *quiet, "sovereign"):
         logger = logging.getLogger(name)
         saved[name] = (list(logger.handlers), logger.propagate, logger.level)
     for name in _UVICORN:
         logger = logging.getLogger(name)
         logger.handlers, logger.propagate = [], True
-    logging.getLogger("uvicorn.access").setLevel(logging.WARNING)
+    for name in quiet:
+        logging.getLogger(name).setLevel(logging.WARNING)
     logging.getLogger("sovereign").setLevel(level)
 
     def restore() -> None:

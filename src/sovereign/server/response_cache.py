@@ -29,7 +29,7 @@ from sovereign.cache.service import Lookup, ResponseCache
 from sovereign.errors import SovereignError
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import SamplingFields
-from sovereign.server.state import AppState, get_state, require_api_key
+from sovereign.server.state import AppState, get_state, tenant_of
 from sovereign.server.streaming import DONE_EVENT, CompletionShape
 from sovereign.types import GenerationChunk, GenerationRequest
 
@@ -165,7 +165,7 @@ async def plan(
         return CachePlan(cache, status="bypass")
     key = cache_key(
         replace(domain, model=backend.name),
-        tenant=require_api_key(request),
+        tenant=tenant_of(request),
         chat=chat,
         collection=rag[0] if rag else None,
         index_version=rag[1] if rag else None,

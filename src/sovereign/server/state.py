@@ -52,7 +52,7 @@ def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
     return token is not None and any(hmac.compare_digest(token, k) for k in keys)
 
 
-def require_api_key(request: Request) -> str:
+def tenant_of(request: Request) -> str:
     """The caller's tenant id: its API key's index (``key-N``), or ``anonymous`` when auth is off.
 
     Raises:
@@ -68,8 +68,15 @@ def require_api_key(request: Request) -> str:
     raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>'.")
 
 
-def require_admin(request: Request) -> None:
-    """Admin endpoints: an admin key, or no keys configured at all (single-user local mode).
+async def require_api_key(request: Request) -> str:
+    """FastAPI dependency: :func:`tenant_of`. Async on purpose: FastAPI runs a plain ``def``
+    dependency in a worker thread, a thread hop on every request."""
+    return tenant_of(request)
+
+
+async def require_admin(request: Request) -> None:
+    """Admin endpoints (FastAPI dependency): an admin key, or no keys configured at all
+    (single-user local mode).
 
     Raises:
         AuthenticationError / PermissionDeniedError.
