@@ -15,9 +15,10 @@ and a hung engine is caught by the first-token timeout for them too), unless ``j
 on for the deployment (its setting, else the profile's default): then non-streaming client
 requests go upstream as plain JSON, at the price of only the total timeout for those requests.
 It is on by default for llama-cpp-python, whose server streams a short answer more slowly than it
-answers it as JSON (``bench/routing_bench.py``: +7.6 ms streamed upstream vs +3.5 ms as JSON). ``base_url`` is the OpenAI base URL
-(``http://host:port/v1``); engine-native endpoints (tokenize, health) hang off its root (the URL
-without the trailing ``/v1``).
+answers it as JSON (``bench/routing_bench.py``: +7.6 ms streamed upstream vs +3.5 ms as JSON).
+
+``base_url`` is the OpenAI base URL (``http://host:port/v1``); engine-native endpoints (tokenize,
+health) hang off its root (the URL without the trailing ``/v1``).
 """
 
 from __future__ import annotations

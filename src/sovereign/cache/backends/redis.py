@@ -19,8 +19,8 @@ Redis stream:
   last one applied) whose number is not the next one starts a resync too.
 
 Scaling: a lookup is 1 round trip (exact) or 2 (semantic: sync + fetch the candidates); a write
-fans out to every process through the stream. Each process holds every vector: ~1.7 KB per entry
-(~170 MB at 100k entries), and a restart loads them in seconds. Beyond a few million entries or
+fans out to every process through the stream. Each process holds every vector: ~2.5 KB per entry
+(~250 MB at 100k entries), and a restart loads them in seconds. Beyond a few million entries or
 tens of processes, shard by scope (one prefix per tenant) or move the index to a vector database.
 Keys are not hash-tagged: use a single Redis (or a primary with replicas), not Redis Cluster.
 """
