@@ -6,8 +6,8 @@ connection: a primary-key read of a page-cached row takes tens of microseconds, 
 to a thread and back, and a WAL reader never waits for the writer (https://sqlite.org/wal.html,
 "readers do not block writers and a writer does not block readers"). The recency update of a hit
 is queued to the writer without making the lookup wait. The vector index lives on the event-loop
-thread and is rebuilt from the table at :meth:`open`. One gateway process per file: several processes on one
-file would each keep their own index (use the ``redis`` backend to share a cache).
+thread and is rebuilt from the table at :meth:`open`. One gateway process per file: several
+processes on one file would each keep their own index (use the ``redis`` backend to share a cache).
 """
 
 from __future__ import annotations
