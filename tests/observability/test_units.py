@@ -69,10 +69,15 @@ def test_json_formatter_carries_request_id_and_extras() -> None:
 def test_configure_logging_restores_previous_setup() -> None:
     root = logging.getLogger()
     before = (root.level, list(root.handlers), logging.getLogger("uvicorn.error").propagate)
+    httpx_level = logging.getLogger("httpx").level
     restore = configure_logging(ObservabilitySettings(log_level="debug"))
     assert root.level == logging.DEBUG
+    # one httpx INFO line per upstream request would double the log and slow the proxy path
+    assert not logging.getLogger("httpx").isEnabledFor(logging.INFO)
+    assert logging.getLogger("httpx").isEnabledFor(logging.WARNING)
     restore()
     assert (root.level, list(root.handlers), logging.getLogger("uvicorn.error").propagate) == before
+    assert logging.getLogger("httpx").level == httpx_level
 
 
 def test_tracing_off_by_default() -> None:

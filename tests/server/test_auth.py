@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
+
 import httpx
 import pytest
+from fastapi.routing import APIRoute
 
 from sovereign.config import load_settings
 from sovereign.server.app import create_app
@@ -34,3 +37,30 @@ async def test_missing_or_wrong_key_is_401(app: object) -> None:
         # liveness and metrics stay open for probes and scrapers
         assert (await client.get("/healthz")).status_code == 200
         assert (await client.get("/metrics")).status_code == 200
+
+
+def _api_routes(routes: list[object]) -> list[APIRoute]:
+    """Every APIRoute, also inside included routers (FastAPI keeps those as wrappers)."""
+    found: list[APIRoute] = []
+    for route in routes:
+        if isinstance(route, APIRoute):
+            found.append(route)
+        elif getattr(route, "original_router", None) is not None:
+            found.extend(_api_routes(route.original_router.routes))  # type: ignore[attr-defined]
+    return found
+
+
+def test_no_route_or_dependency_runs_in_a_worker_thread(app: object) -> None:
+    """FastAPI runs a plain ``def`` endpoint or dependency in a thread pool: a thread hop on every
+    request (it cost measurable proxy latency). Every route of the gateway must be async."""
+    routes = _api_routes(app.routes)  # type: ignore[attr-defined]
+    assert {"/v1/chat/completions", "/v1/embeddings", "/v1/models"} <= {r.path for r in routes}
+    sync = []
+    for route in routes:
+        stack = [route.dependant]
+        while stack:
+            dependant = stack.pop()
+            stack.extend(dependant.dependencies)
+            if dependant.call is not None and not inspect.iscoroutinefunction(dependant.call):
+                sync.append(f"{route.path}: {getattr(dependant.call, '__name__', dependant.call)}")
+    assert sync == []
