@@ -35,11 +35,12 @@ from typing import Any
 
 import httpx
 import numpy as np
+from peer_venv import peer_python
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 PAIRS = ROOT / "data" / "cache_pairs" / "pairs.jsonl"
-GPTCACHE_PY = Path(os.environ.get("GPTCACHE_VENV", "/tmp/gptcache-venv")) / "bin" / "python"
+GPTCACHE_VENV = Path(os.environ.get("GPTCACHE_VENV", "/tmp/gptcache-venv"))
 
 
 def pct(samples: list[float]) -> dict[str, float]:
@@ -221,25 +222,14 @@ print(json.dumps(out))
 """
 
 
-def install_gptcache(venv: Path) -> None:
-    """The peer cache in its own venv, once: GPTCache 0.1.44 needs sqlalchemy installed up front
-    (else it runs pip at run time) and faiss-cpu for its vector store (shared/DESIGN.md)."""
-    print(f"cache_bench: installing gptcache==0.1.44 into {venv} (once)...", file=sys.stderr)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "gptcache==0.1.44",
-                        "sqlalchemy", "faiss-cpu", "numpy"], check=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as exc:
-        print(f"cache_bench: GPTCache install failed ({exc}); measuring without it", file=sys.stderr)
-
-
 def gptcache_on_pairs(
     pairs: list[dict[str, Any]], vec: dict[str, np.ndarray], threshold: float, workdir: Path, latency_entries: int
 ) -> dict[str, Any]:
-    if not GPTCACHE_PY.exists():
-        install_gptcache(GPTCACHE_PY.parent.parent)
-    if not GPTCACHE_PY.exists():
-        return {"skipped": f"GPTCache could not be installed into {GPTCACHE_PY.parent.parent}"}
+    # GPTCache 0.1.44 needs sqlalchemy installed up front (else it runs pip at run time) and
+    # faiss-cpu for its vector store (shared/DESIGN.md)
+    python = peer_python(GPTCACHE_VENV, ["gptcache==0.1.44", "sqlalchemy", "faiss-cpu", "numpy"], label="cache_bench")
+    if python is None:
+        return {"skipped": f"GPTCache could not be installed into {GPTCACHE_VENV}"}
     spec = workdir / "gptcache-args.json"
     spec.write_text(
         json.dumps(
@@ -255,7 +245,7 @@ def gptcache_on_pairs(
     script = workdir / "gptcache_run.py"
     script.write_text(GPTCACHE_SCRIPT)
     done = subprocess.run(
-        [str(GPTCACHE_PY), str(script), str(spec)], capture_output=True, text=True, timeout=300, cwd=workdir
+        [str(python), str(script), str(spec)], capture_output=True, text=True, timeout=300, cwd=workdir
     )
     if done.returncode != 0:
         return {"error": done.stderr[-2000:]}

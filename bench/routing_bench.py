@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 import httpx
+from peer_venv import peer_python
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = int(os.environ.get("BENCH_SAMPLES", "40"))
@@ -147,18 +148,6 @@ async def measure(targets: dict[str, tuple[str, dict[str, str]]]) -> dict[str, o
     return out
 
 
-def install_litellm(venv: Path) -> None:
-    """The peer gateway in its own venv (``litellm[proxy]==1.106.2``: newer wheels need a certifi the
-    registry lacks, see shared/DESIGN.md); a failed install only skips LiteLLM, with a note."""
-    print(f"routing_bench: installing litellm[proxy]==1.106.2 into {venv} (once)...", file=sys.stderr)
-    try:
-        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
-        subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "litellm[proxy]==1.106.2"],
-                       check=True, timeout=900)
-    except (subprocess.SubprocessError, OSError) as exc:
-        print(f"routing_bench: LiteLLM install failed ({exc}); measuring without it", file=sys.stderr)
-
-
 def main() -> None:
     from sovereign.testing.llama_server import llama_server_args
 
@@ -206,9 +195,10 @@ def main() -> None:
         wait(f"http://127.0.0.1:{pport}/docs", passthrough)
         targets["passthrough"] = (f"http://127.0.0.1:{pport}/v1/chat/completions", {})
         venv = Path(os.environ.get("LITELLM_VENV", "/tmp/litellm-venv"))
-        if not (venv / "bin" / "litellm").exists() and not os.environ.get("BENCH_NO_LITELLM"):
-            install_litellm(venv)
-        if (venv / "bin" / "litellm").exists():
+        # litellm[proxy]==1.106.2: newer wheels need a certifi the registry lacks (shared/DESIGN.md)
+        if not os.environ.get("BENCH_NO_LITELLM") and peer_python(
+            venv, ["litellm[proxy]==1.106.2"], label="routing_bench"
+        ):
             (tmp / "litellm.yaml").write_text(
                 "model_list:\n  - model_name: bench\n    litellm_params:\n      model: openai/bench\n"
                 f"      api_base: http://127.0.0.1:{eport}/v1\n      api_key: unused\n"
@@ -247,7 +237,7 @@ def main() -> None:
             wait(f"http://127.0.0.1:{lport}/health/liveliness", litellm, headers=auth)
             targets["litellm"] = (f"http://127.0.0.1:{lport}/v1/chat/completions", auth)
         else:
-            notes.append(f"LiteLLM skipped: no venv at {venv} (pip install 'litellm[proxy]==1.106.2' there).")
+            notes.append(f"LiteLLM skipped: BENCH_NO_LITELLM set, or it could not be installed into {venv}.")
         results = asyncio.run(measure(targets))
         print(
             json.dumps(

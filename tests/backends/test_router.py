@@ -3,6 +3,7 @@ restart, breaker states, sticky weighted split, context fitting and config valid
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Iterator
 from dataclasses import replace
@@ -318,10 +319,15 @@ async def test_json_upstream_sends_buffered_requests_as_json(client_for) -> None
     answer = {"choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello there"},
                            "finish_reason": "length"}], "usage": {"prompt_tokens": 9, "completion_tokens": 2}}
     script = Script(a=[(200, json.dumps(answer).encode()), (200, sse("str", "eamed"))])
-    async with client_for(script) as client:
+
+    async def answer_late(req: httpx.Request) -> httpx.Response:
+        await asyncio.sleep(0.05)  # later than the first-token timeout below
+        return script(req)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(answer_late)) as client:
         dep = deployment("a", client)
         dep.backend.settings = dep.backend.settings.model_copy(update={"json_upstream": True})
-        slow = replace(FAST, first_token_timeout_s=1e-9)  # must not apply to a JSON answer
+        slow = replace(FAST, first_token_timeout_s=0.01, retry_attempts=1)  # must not apply to a JSON answer
         router = Router("m", [dep], slow)
         result = await router.complete(replace(request(), buffered=True))
         assert (result.text, result.finish_reason, result.usage.prompt_tokens) == ("Hello there", "length", 9)

@@ -41,7 +41,8 @@ def test_scores_are_exact_cosines_on_the_graph_path(graph_index: VectorIndex, ve
 
 
 def test_exact_rescoring_breaks_int8_ties() -> None:
-    """Two vectors with the same int8 codes: the float32 score decides which one is served."""
+    """Two vectors whose int8 codes (nearly all equal) rank ``base`` first for a query on ``twin``:
+    only the float32 re-scoring serves ``twin``."""
     base = unit(np.random.default_rng(5).standard_normal(384))
     twin = unit(base + 0.001 * np.sign(base))  # moves every component by less than one int8 step
     index = VectorIndex(384)

@@ -66,11 +66,13 @@ class ResponseCache:
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 
-    def _in_background(self, awaitable: Awaitable[Any]) -> None:
-        """Run ``awaitable`` without making the request wait (kept until done; awaited by :meth:`close`)."""
+    def _in_background(self, awaitable: Awaitable[T]) -> asyncio.Future[T]:
+        """Run ``awaitable`` on the running loop without making the caller wait (kept until done,
+        its exception retrieved; awaited by :meth:`close`)."""
         task = asyncio.ensure_future(awaitable)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
+        return task
 
     async def start(self) -> None:
         """Open the backend; a failure is logged and counted, and the cache starts as all-miss."""
@@ -142,7 +144,7 @@ class ResponseCache:
         threshold = self.settings.similarity_threshold
         found = await self._guard(self.backend.nearest(key.scope, vector, min_score=threshold), "semantic lookup")
         for candidate, score in found or []:
-            if score >= threshold and contrast(key.query, candidate.query) is None:
+            if contrast(key.query, candidate.query) is None:  # nearest() kept only cosine >= threshold
                 metrics.CACHE_LOOKUPS.labels(layer="semantic", result="hit").inc()
                 self._in_background(self._guard(self.backend.touch(candidate.key), "touch"))  # LRU recency
                 return Lookup("hit-semantic", entry=candidate, similarity=round(score, 4), vector=vector)
@@ -215,10 +217,7 @@ class ResponseCache:
         except RuntimeError:
             running = None
         if running is not None and (self._loop is None or running is self._loop):
-            task = running.create_task(coro)
-            self._tasks.add(task)
-            task.add_done_callback(self._done)
-            return task
+            return self._in_background(coro)
         if self._loop is None:
             coro.close()
             raise RuntimeError("the cache is not started")
@@ -226,10 +225,13 @@ class ResponseCache:
         future.add_done_callback(lambda f: f.cancelled() or f.exception())
         return future
 
-    def _done(self, future: asyncio.Future[int]) -> None:
+    def _done(self, future: asyncio.Future[Any]) -> None:
         self._tasks.discard(future)
-        if not future.cancelled():
-            future.exception()  # retrieved here; already counted and logged
+        if future.cancelled():
+            return
+        exc = future.exception()  # retrieved here; SovereignError is counted and logged where raised
+        if exc is not None and not isinstance(exc, SovereignError):
+            log.error("cache background task failed: %r", exc)
 
     async def _invalidate_logged(self, doc_ids: list[str]) -> int:
         try:

@@ -72,17 +72,18 @@ class SqliteCacheBackend:
         self._count = 0
         self._puts = 0
 
-    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        def call() -> T:
-            if self._db is None:
-                raise StorageError("The cache database is closed.")
-            try:
-                with self._db:
-                    return fn(self._db)
-            except sqlite3.Error as exc:
-                raise StorageError(f"Cache database {self.path} failed: {exc}") from exc
+    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one transaction on the writer connection (writer thread only). Raises StorageError."""
+        if self._db is None:
+            raise StorageError("The cache database is closed.")
+        try:
+            with self._db:
+                return fn(self._db)
+        except sqlite3.Error as exc:
+            raise StorageError(f"Cache database {self.path} failed: {exc}") from exc
 
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+    async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._write, fn)
 
     async def open(self) -> None:
         def connect() -> list[tuple[str, str, bytes, float]]:
@@ -103,7 +104,9 @@ class SqliteCacheBackend:
 
         rows = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
         try:
-            self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None)
+            # timeout 0: a busy database (WAL-index recovery) fails at once, as a miss, instead of
+            # sleeping on the event loop
+            self._reader = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, isolation_level=None, timeout=0)
         except sqlite3.Error as exc:
             raise StorageError(f"Cannot open the cache database {self.path} for reading: {exc}") from exc
         for key, scope, vector, expires in rows:
@@ -136,13 +139,11 @@ class SqliteCacheBackend:
 
     def _touch_later(self, key: str, now: float) -> None:
         """Queue the LRU recency update of ``key`` on the writer thread; failures are logged."""
+        self._executor.submit(self._write, lambda db: self._touch(db, key, now)).add_done_callback(_log_failure)
 
-        def write() -> None:
-            if self._db is not None:
-                with self._db:
-                    self._db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
-
-        self._executor.submit(write).add_done_callback(_log_failure)
+    @staticmethod
+    def _touch(db: sqlite3.Connection, key: str, now: float) -> None:
+        db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key))
 
     async def get(self, key: str) -> CacheEntry | None:
         now = time.time()
@@ -151,11 +152,19 @@ class SqliteCacheBackend:
             return None
         scope, payload, vector, expires = rows[0]
         if expires <= now:
-            await self._run(lambda db: self._delete(db, [key]))
-            self._forget([key], "ttl")
+            if await self._run(lambda db: self._delete_expired(db, key, now)):
+                self._forget([key], "ttl")
             return None
         self._touch_later(key, now)
         return CacheEntry.from_payload(key, scope, payload, vector)
+
+    @classmethod
+    def _delete_expired(cls, db: sqlite3.Connection, key: str, now: float) -> bool:
+        """Delete ``key`` if it is still expired (a concurrent get or put may have got there first)."""
+        if db.execute("DELETE FROM entries WHERE key = ? AND expires <= ?", (key, now)).rowcount == 0:
+            return False
+        cls._delete(db, [key])  # its provenance
+        return True
 
     async def nearest(
         self, scope: str, vector: np.ndarray, k: int = 4, min_score: float = -1.0
@@ -179,7 +188,7 @@ class SqliteCacheBackend:
 
     async def touch(self, key: str) -> None:
         now = time.time()
-        await self._run(lambda db: db.execute("UPDATE entries SET used = ? WHERE key = ?", (now, key)))
+        await self._run(lambda db: self._touch(db, key, now))
 
     async def put(self, entry: CacheEntry) -> None:
         await self.put_many([entry])
