@@ -58,8 +58,8 @@ async def make(tmp_path: Path) -> AsyncIterator[Any]:
 async def test_grounded_answer_with_sources_timings_and_metadata(make: Any) -> None:
     backend = await make()
     chunks = [c async for c in backend.stream(request(conversation_id="conv-1"))]
-    # streamed sentence by sentence (citation attribution holds each one back to its end)
-    assert all(c.finish_reason is None and c.text for c in chunks[:-1]) and len(chunks) >= 2
+    # streamed token by token (citation attribution passes text through as it comes)
+    assert all(c.finish_reason is None and c.text for c in chunks[:-1]) and len(chunks) > 3
     assert "".join(c.text for c in chunks).count("[1]") == 1  # the model's own marker, not doubled
     meta = chunks[-1].metadata
     assert meta is not None and chunks[-1].finish_reason == "stop"

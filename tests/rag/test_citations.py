@@ -24,12 +24,30 @@ def test_uncited_sentences_get_the_source_they_come_from() -> None:
     assert attributor.attributed == 2
 
 
-def test_marker_goes_after_text_already_sent() -> None:
+def test_marker_goes_right_after_its_sentence_however_tokens_split() -> None:
     attributor = CitationAttributor(SOURCES)
-    assert attributor.feed("maxsize=None disables the LRU limit. ") == "maxsize=None disables the LRU limit. "
-    assert attributor.feed("Next") == "[1] Next"  # the space was already out: marker, then a space
-    assert attributor.feed(" line\n") == " line\n"
-    assert attributor.flush() == ""  # "Next line": too few content words to attribute
+    # trailing whitespace waits for the next text, so the marker goes before it
+    assert attributor.feed("maxsize=None disables the LRU limit. ") == "maxsize=None disables the LRU limit."
+    assert attributor.feed("Next") == " [1] Next"
+    assert attributor.feed(" line\n") == " line"
+    assert attributor.flush() == "\n"  # "Next line": too few content words to attribute; the held newline
+
+
+def test_line_break_as_its_own_token_still_gets_the_marker() -> None:
+    """Bad split: llama.cpp often sends "\n" alone, after the line it ends was already sent."""
+    pieces = ["lru_cache caches the most recent calls up to maxsize", "\n", "\n",
+              "bisect.insort inserts an item into a sorted list", "\n", "Done."]
+    out, _ = run(pieces)
+    assert "".join(out) == ("lru_cache caches the most recent calls up to maxsize [1]\n\n"
+                            "bisect.insort inserts an item into a sorted list [2]\nDone.")
+    one_char, _ = run(list("".join(pieces)))  # one character per token: the same text
+    assert "".join(one_char) == "".join(out)
+
+
+def test_a_sentence_citing_several_sources_is_already_cited() -> None:
+    out, attributor = run(["lru_cache caches the most recent calls up to maxsize [1, 2]. ", "Next one"])
+    assert "".join(out) == "lru_cache caches the most recent calls up to maxsize [1, 2]. Next one"
+    assert attributor.attributed == 0
 
 
 def test_model_markers_and_unsupported_sentences_are_left_alone() -> None:

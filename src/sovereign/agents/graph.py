@@ -51,11 +51,7 @@ log = logging.getLogger("sovereign.agents")
 T = TypeVar("T")
 # What the last node writes besides the new turns: every per-run field emptied (the final event
 # already carried them), so the checkpoint stores only the conversation.
-RUN_FIELDS_CLEARED: dict[str, Any] = {
-    "question": "", "history": [], "route": {}, "subqueries": [], "sources": [], "answer": "",
-    "finish_reason": "stop", "verdict": {}, "feedback": "", "attempts": 0, "failed": "", "degraded": False,
-    "warnings": None, "nodes": None,  # None = reset (see the reducers in agents.state)
-}
+RUN_FIELDS_CLEARED: dict[str, Any] = dict(fresh_state(""))
 
 DEFAULT_NODES: dict[str, NodeFn] = {
     "router": router.run,
@@ -199,8 +195,10 @@ class ThreadedSqliteSaver(SqliteSaver):
         return saver
 
     async def aclose(self) -> None:
-        await self._call(self.conn.close)
-        self._executor.shutdown(wait=False)
+        try:
+            await self._call(self.conn.close)
+        finally:
+            self._executor.shutdown(wait=False)
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
         return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))

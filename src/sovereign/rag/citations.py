@@ -22,7 +22,8 @@ from collections.abc import Sequence
 MIN_OVERLAP = 0.5  # fraction of a sentence's content words that must occur in the cited source
 _MIN_CONTENT_WORDS = 3  # shorter sentences ("Yes.", list bullets) are not attributed
 _WORD = re.compile(r"[a-z0-9_]+(?:\.[a-z0-9_]+)*")
-_MARKER = re.compile(r"\[\d+\]")
+# A citation marker: [2] or [1, 3] (the agents' validator reads the same form).
+CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 # A sentence ends at . ! ? (with any citation markers that follow it: "... here. [2]") plus
 # whitespace, once the next sentence has begun; or at a line break followed by text.
 _BOUNDARY = re.compile(r"[.!?](?:\s*\[\d+(?:\s*,\s*\d+)*\])*\s+(?=[^\s\[])|\n+(?=\S)")
@@ -53,12 +54,13 @@ class CitationAttributor:
 
     def __init__(self, sources: Sequence[str]) -> None:
         self._sources = [content_words(s) for s in sources]
-        self._sentence = ""  # the current sentence, all of it already emitted
+        self._sentence = ""  # the current sentence
+        self._sent = 0  # how much of it has been emitted (trailing whitespace is held back)
         self.attributed = 0
 
     def source_for(self, sentence: str) -> int | None:
         """The 1-based source ``sentence`` should cite, or None (already cited, too short, unsupported)."""
-        if not self._sources or _MARKER.search(sentence):
+        if not self._sources or CITATION.search(sentence):
             return None
         words = content_words(sentence)
         if len(words) < _MIN_CONTENT_WORDS:
@@ -68,34 +70,40 @@ class CitationAttributor:
         return best + 1 if overlaps[best] >= MIN_OVERLAP else None
 
     def feed(self, text: str) -> str:
-        """``text`` to send now: the same text, with the markers of sentences it completes inserted."""
+        """``text`` to send now: the same text, with the markers of sentences it completes inserted.
+        Trailing whitespace waits for the next text (or :meth:`flush`), so a marker can always go
+        right after its sentence, whichever way the model split its tokens."""
         if not self._sources:
             return text  # nothing to attribute to
-        sent = len(self._sentence)  # this much of the sentence has already gone out
         self._sentence += text
+        sent = self._sent  # this much of the sentence has already gone out
         out: list[str] = []
-        cursor = 0  # position in self._sentence up to which ``out`` has covered the new text
         while (match := _BOUNDARY.search(self._sentence)) is not None:
             body = self._sentence[: match.start()] + match.group(0).rstrip()  # sentence + punctuation
-            n = self.source_for(body) if match.group(0)[0] != "\n" or len(body) >= sent else None
+            n = self.source_for(body)
             if n is not None:
                 self.attributed += 1
                 at = max(len(body), sent)  # after the punctuation, unless that is already out
-                out.append(self._sentence[max(cursor, sent): at])
+                out.append(self._sentence[sent:at])
                 out.append(f" [{n}]" if at == len(body) else f"[{n}] ")
-                cursor = at
+                sent = at
             end = match.end()
-            out.append(self._sentence[max(cursor, sent): end])
+            out.append(self._sentence[sent:end])
             self._sentence = self._sentence[end:]
-            sent, cursor = max(0, sent - end), 0
-        out.append(self._sentence[max(cursor, sent):])
+            sent = max(0, sent - end)
+        held = len(self._sentence.rstrip())
+        if held > sent:
+            out.append(self._sentence[sent:held])
+            sent = held
+        self._sent = sent
         return "".join(out)
 
     def flush(self) -> str:
-        """The last sentence's marker (`` [n]``), or ""."""
-        sentence, self._sentence = self._sentence, ""
+        """The last sentence's marker (`` [n]``) and any whitespace still held back, or ""."""
+        sentence, rest = self._sentence, self._sentence[self._sent :]
+        self._sentence, self._sent = "", 0
         n = self.source_for(sentence) if sentence.strip() else None
         if n is None:
-            return ""
+            return rest
         self.attributed += 1
-        return f" [{n}]"
+        return f" [{n}]" + rest

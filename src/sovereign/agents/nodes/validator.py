@@ -22,6 +22,7 @@ from typing import Any
 from sovereign.agents.state import AgentState, RunContext
 from sovereign.backends.base import EmbeddingBackend
 from sovereign.observability.tracing import span
+from sovereign.rag.citations import CITATION
 
 
 def _attrs(values: dict[str, Any]) -> dict[str, Any]:
@@ -29,7 +30,6 @@ def _attrs(values: dict[str, Any]) -> dict[str, Any]:
     return values
 
 
-CITATION = re.compile(r"\[(\d+(?:\s*,\s*\d+)*)\]")
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=\d\])\s+(?=[A-Z])|\n+")
 MIN_WORDS = 4
 

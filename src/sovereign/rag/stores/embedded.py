@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -228,9 +229,14 @@ class EmbeddedStore:
             index = self._indexes.get(collection)
             if index is None:
                 continue
-            tmp = self._ann_path(collection).with_suffix(".tmp")
-            index.save(str(tmp))
-            tmp.replace(self._ann_path(collection))  # atomic: a crash leaves the old or the new file
+            # one temporary file per process: two processes saving at once never write the same file
+            tmp = self._ann_path(collection).with_suffix(f".{os.getpid()}.tmp")
+            try:
+                index.save(str(tmp))
+                tmp.replace(self._ann_path(collection))  # atomic: a crash leaves the old or the new file
+            except OSError as exc:
+                tmp.unlink(missing_ok=True)
+                raise StorageError(f"Cannot save the vector index {self._ann_path(collection)}: {exc}") from exc
         self._dirty.clear()
 
     async def close(self) -> None:
