@@ -11,16 +11,18 @@ from sovereign.config import Settings
 
 
 def model_rows(settings: Settings) -> list[tuple[str, str, str]]:
-    """``(model, kind, engine)`` rows for every public name the gateway would serve.
+    """``(model, kind, engine)`` rows for the public names the configuration defines.
 
     The embedded chat and embedding models, each ``[[backends.deployments]]`` route (replacing the
     embedded model when it reuses its name) with its deployments in fallback order, the aliases, and
-    the switchable ``backends.default_model``. Nothing is loaded or contacted.
+    the switchable ``backends.default_model``. Nothing is loaded or contacted. The pipeline models
+    the plugins add at start-up (``sovereign-rag``, ``sovereign-agent``) are listed by
+    ``GET /v1/models`` of a running gateway.
 
     Raises:
         ConfigError: an invalid ``[backends]`` section (as ``sovereign serve`` would report it).
     """
-    from sovereign.server.app import build_registry
+    from sovereign.server.app import EMBEDDING_ALIASES, build_registry
     from sovereign.server.plugins.routing import validate_backends
 
     cfg = settings.backends
@@ -28,16 +30,14 @@ def model_rows(settings: Settings) -> list[tuple[str, str, str]]:
     plan = validate_backends(cfg, embedded)
     engines = {d.name: d.engine for d in cfg.deployments}
     routes = {model: "route: " + ", ".join(f"{n} ({engines[n]})" for n in names) for model, names in plan.items()}
-    registry = build_registry(settings)
+    registry = build_registry(settings, embedding=False)  # no ONNX session just to print names
     chat: list[tuple[str, str, str]] = []
-    embedding: list[tuple[str, str, str]] = []
     for info in registry.models():
-        if info.kind == "chat":
-            engine = routes.pop(info.id) if info.id in routes else registry.chat(info.id).capabilities.engine
-            chat.append((info.id, "chat", engine))
-        else:
-            engine = "onnxruntime (MiniLM int8)" if info.alias_of is None else f"alias of {info.alias_of}"
-            embedding.append((info.id, "embedding", engine))
+        engine = routes.pop(info.id) if info.id in routes else registry.chat(info.id).capabilities.engine
+        chat.append((info.id, "chat", engine))
+    name = settings.embeddings.model_name
+    embedding = [(name, "embedding", "onnxruntime (MiniLM int8)")]
+    embedding += [(alias, "embedding", f"alias of {name}") for alias in EMBEDDING_ALIASES]
     chat += [(model, "chat", engine) for model, engine in routes.items()]
     chat += [(alias, "chat", f"alias of {target}") for alias, target in cfg.aliases.items()]
     chat.append((cfg.default_model, "chat", f"switchable route -> {cfg.default_route or embedded}"))

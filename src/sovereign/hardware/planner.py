@@ -48,7 +48,7 @@ class EngineProfile:
 PROFILES: dict[str, EngineProfile] = {
     "vllm": EngineProfile(("bf16", "fp8"), ("bf16", "fp8"), 0.90, 1 * GiB, 2048, True),
     "sglang": EngineProfile(("bf16", "fp8"), ("bf16", "fp8"), 0.90, 1 * GiB, 2048, True),
-    "llamacpp": EngineProfile(("fp16", "q8_0", "q6_k", "q4_k_m", "q4_0"), ("fp16", "q8_0", "q4_0", "bf16"),
+    "llamacpp": EngineProfile(("fp16", "q8_0", "q6_k", "q4_k_m", "q4_0"), ("fp16", "bf16", "q8_0", "q4_0"),
                               0.95, 384 * 1024**2, 512, False),
 }
 ENGINE_ORDER = ("vllm", "sglang", "llamacpp")

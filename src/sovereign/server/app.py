@@ -32,11 +32,16 @@ from sovereign.server.state import AppState
 log = logging.getLogger("sovereign.server")
 
 
-def build_registry(settings: Settings) -> ModelRegistry:
-    """The default registry: the embedded llama.cpp chat model and the MiniLM embedding model."""
+EMBEDDING_ALIASES = ("text-embedding-all-minilm-l6-v2",)
+
+
+def build_registry(settings: Settings, *, embedding: bool = True) -> ModelRegistry:
+    """The default registry: the embedded llama.cpp chat model (not loaded until started) and,
+    unless ``embedding`` is False, the MiniLM embedding model (its ONNX session loads here)."""
     registry = ModelRegistry()
     registry.add_chat(engine_factory("llamacpp-embedded")(settings=settings.engine))
-    registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings), aliases=["text-embedding-all-minilm-l6-v2"])
+    if embedding:
+        registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings), aliases=list(EMBEDDING_ALIASES))
     return registry
 
 

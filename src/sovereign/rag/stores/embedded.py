@@ -155,13 +155,18 @@ class EmbeddedStore:
         finally:
             self.db.execute("COMMIT")
 
-    def _catch_up_changed(self) -> None:
-        """Catch up every collection whose SQLite version moved since its index was last synced.
+    def _catch_up_changed(self, collection: str | None = None) -> None:
+        """Catch up ``collection`` (None: every collection) if its SQLite version moved since its
+        index was last synced.
 
         Another process (``sovereign ingest`` next to a running server) may have written to the
         same directory; this is one small SELECT when nothing changed.
         """
-        for name, version in self.db.execute("SELECT name, version FROM collections").fetchall():
+        sql = "SELECT name, version FROM collections"
+        args: tuple[str, ...] = ()
+        if collection is not None:
+            sql, args = sql + " WHERE name = ?", (collection,)
+        for name, version in self.db.execute(sql, args).fetchall():
             if self._versions.get(name) != version:
                 log.info("collection %s changed outside this process (version %s); catching up", name, version)
                 self._catch_up(name)
@@ -350,7 +355,7 @@ class EmbeddedStore:
     def _vector_search_sync(
         self, query: np.ndarray, k: int, collection: str | None, path_glob: str | None
     ) -> Ranked:
-        self._catch_up_changed()
+        self._catch_up_changed(collection)
         names = [collection] if collection else list(self._indexes)
         found: list[tuple[int, float]] = []
         for name in names:
