@@ -140,6 +140,13 @@ async def test_entries_stored_after_redis_restarts_empty_are_semantic_hits(
         redis_proc.stop()
         redis_proc.start()  # no persistence: everything, the sequence number included, is gone
         assert (await cache.lookup(key("How can I delete a file?"))).status == "miss"
+        # no write yet: only the changed epoch (read by that lookup) can tell the process to resync
+        stale = key("How do I rename a file?").exact
+        deadline = time.monotonic() + 10
+        while stale in cache.backend.index and time.monotonic() < deadline:  # type: ignore[attr-defined]
+            await cache.lookup(key("How can I delete a file?"))  # the first one may meet the dropped connection
+            await asyncio.sleep(0.05)
+        assert stale not in cache.backend.index  # type: ignore[attr-defined]
         await store(cache, "How do I copy a file?", "shutil.copy")
         assert (await cache.lookup(key("How do I copy a file?"))).status == "hit-exact"
         found = await wait_for_status(cache, "How can I copy a file?", "hit-semantic")
