@@ -19,11 +19,11 @@ from sovereign.backends.base import Capabilities, ChatBackend
 from sovereign.errors import InvalidRequestError, NotFoundError
 from sovereign.rag.citations import CitationAttributor
 from sovereign.rag.models import Retriever, SearchHit
+from sovereign.rag.retrieve import check_top_k
 from sovereign.rag.stores.base import check_collection
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest
 
 RAG_MODEL_NAME = "sovereign-rag"
-MAX_TOP_K = 100  # the retriever's own limit (HybridRetriever.check)
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered sources below. After each statement, cite the "
     "source it comes from as [1], [2], etc. If the sources do not contain the answer, say so.\n\nSources:\n"
@@ -56,8 +56,7 @@ class RagChatBackend:
 
     def __init__(self, inner: Callable[[], ChatBackend], retriever: Retriever, *, collection: str,
                  top_k: int = 5, answer_tokens: int = 256, require_collection: bool = False) -> None:
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
-            raise InvalidRequestError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k!r}.", param="top_k")
+        check_top_k(top_k)
         self._inner = inner
         self.collection = check_collection(collection)
         self.retriever = retriever

@@ -38,6 +38,15 @@ def rrf_fuse(lists: Sequence[Ranked], k: int = 60) -> list[tuple[str, float]]:
     return sorted(scores.items(), key=lambda kv: (-kv[1], best_rank[kv[0]], kv[0]))
 
 
+MAX_TOP_K = 100
+
+
+def check_top_k(top_k: object) -> None:
+    """Raises InvalidRequestError unless ``top_k`` is an int in 1..:data:`MAX_TOP_K`."""
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= MAX_TOP_K:
+        raise InvalidRequestError(f"top_k must be between 1 and {MAX_TOP_K}, got {top_k!r}.", param="top_k")
+
+
 class HybridRetriever:
     """Implements :class:`~sovereign.rag.models.Retriever` over one store and one embedder.
 
@@ -65,8 +74,7 @@ class HybridRetriever:
             raise InvalidRequestError("The query is empty: send some words to search for.", param="query")
         if len(query) > MAX_QUERY_CHARS:
             raise InvalidRequestError(f"The query is longer than {MAX_QUERY_CHARS} characters.", param="query")
-        if isinstance(top_k, bool) or not isinstance(top_k, int) or not 1 <= top_k <= 100:
-            raise InvalidRequestError(f"top_k must be between 1 and 100, got {top_k!r}.", param="top_k")
+        check_top_k(top_k)
         if collection is not None:
             check_collection(collection)
             if collection not in await self.store.collections():
