@@ -113,7 +113,7 @@ async def quality(args: argparse.Namespace, questions: list[dict[str, Any]]) -> 
     from sovereign.agents.nodes import planner, retrieval, validator
     from sovereign.agents.state import AgentDeps
     from sovereign.backends.base import collect
-    from sovereign.backends.llamacpp import LlamaCppBackend
+    from sovereign.backends.managed import ManagedLlamaServer
     from sovereign.rag.answer import RagChatBackend
     from sovereign.server.plugins.agents import token_counter
 
@@ -123,7 +123,7 @@ async def quality(args: argparse.Namespace, questions: list[dict[str, Any]]) -> 
     except Exception as exc:
         return {"skipped": f"document memory unavailable: {exc}"}
     result: dict[str, Any] = {"index": stats}
-    model = LlamaCppBackend(settings.engine.model_copy(update={"n_ctx": 2048}))
+    model = ManagedLlamaServer(settings.engine.model_copy(update={"n_ctx": 2048}))
     try:
         retriever = service.retriever
         simple_hits = agent_hits = 0

@@ -2,8 +2,8 @@
 
 One command (``.venv/bin/python bench/routing_bench.py``), prints one JSON object, bounded (< 8 min):
 
-1. starts llama-cpp-python's OpenAI server (SmolLM2-135M, 1 thread) on 127.0.0.1;
-2. starts ``sovereign serve`` twice routing public model ``bench`` to it (``llama-cpp-python``
+1. starts a plain llama-server (SmolLM2-135M, 1 thread, 1 slot) on 127.0.0.1;
+2. starts ``sovereign serve`` twice routing public model ``bench`` to it (``llamacpp-server``
    deployment): the default (for this engine ``json_upstream``: JSON clients go upstream as JSON)
    and with ``json_upstream = false`` (upstream always streams);
 3. starts ``bench/passthrough_proxy.py`` (FastAPI + uvicorn + httpx forwarding bytes, nothing
@@ -167,7 +167,7 @@ def main() -> None:
             llama_server_args(eport, "bench"),
             "engine.log",
         )
-        wait(f"http://127.0.0.1:{eport}/v1/models", engine)
+        wait(f"http://127.0.0.1:{eport}/health", engine)
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
         targets: dict[str, tuple[str, dict[str, str]]] = {
             "direct": (f"http://127.0.0.1:{eport}/v1/chat/completions", {}),
@@ -176,7 +176,7 @@ def main() -> None:
         for name, port, json_upstream in (("sovereign", sport, None), ("sovereign_stream_upstream", jport, "false")):
             (tmp / f"{name}.toml").write_text(
                 "[engine]\nn_ctx = 512\nn_threads = 1\n[cache]\nenabled = false\n[backends]\nhealth_interval_s = 0\n"
-                f'[[backends.deployments]]\nname = "llama"\nmodel = "bench"\nengine = "llama-cpp-python"\n'
+                f'[[backends.deployments]]\nname = "llama"\nmodel = "bench"\nengine = "llamacpp-server"\n'
                 f'base_url = "http://127.0.0.1:{eport}/v1"\ncontext_window = 1024\n'
                 + (f"json_upstream = {json_upstream}\n" if json_upstream else "")
             )
@@ -242,7 +242,7 @@ def main() -> None:
         print(
             json.dumps(
                 {
-                    "engine": "llama-cpp-python server, SmolLM2-135M Q4_1, 1 thread",
+                    "engine": "llama-server, SmolLM2-135M Q4_1, 1 thread, 1 slot",
                     "max_tokens": 2,
                     "samples_per_target": SAMPLES,
                     "cpu_count": os.cpu_count(),

@@ -9,6 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -111,15 +112,15 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
 
 @pytest.fixture(scope="session")
 def engine_settings() -> EngineSettings:
-    return load_settings().engine.model_copy(update={"n_ctx": 1024})
+    return load_settings().engine.model_copy(update={"n_ctx": 1024, "start_timeout_s": 60.0})
 
 
 @pytest.fixture
-async def llama(engine_settings: EngineSettings) -> AsyncIterator[object]:
-    """The real embedded engine (SmolLM2-135M), loaded per test (about 0.3 s)."""
-    from sovereign.backends.llamacpp import LlamaCppBackend
+async def llama(engine_settings: EngineSettings) -> AsyncIterator[Any]:
+    """The real embedded engine: a managed llama-server serving SmolLM2-135M, started per test."""
+    from sovereign.backends.managed import ManagedLlamaServer
 
-    backend = LlamaCppBackend(engine_settings)
+    backend = ManagedLlamaServer(engine_settings)
     await backend.start()
     yield backend
     await backend.close()

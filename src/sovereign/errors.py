@@ -21,7 +21,8 @@ SovereignError                      500 server_error
 ├── EngineError                     502 engine_error        an engine failed or answered garbage
 │   ├── EngineUnavailableError      503 (code engine_unavailable)
 │   ├── EngineOverloadedError       503 (code engine_overloaded)  queue full
-│   └── EngineTimeoutError          504 (code engine_timeout)
+│   ├── EngineTimeoutError          504 (code engine_timeout)
+│   └── StreamInterruptedError      502 (code engine_stream_interrupted)  failed after the 1st token
 └── StorageError                    500 storage_error       SQLite / PostgreSQL / Redis failed
 ```
 """
@@ -165,6 +166,18 @@ class EngineTimeoutError(EngineError):
 
     status_code = 504
     code = "engine_timeout"
+
+
+class StreamInterruptedError(EngineError):
+    """An engine failed after its first token was streamed, so no invisible retry or fallback is
+    possible; the server sends it as the SSE event ``data: {"error": {...}}`` then ``data: [DONE]``.
+    ``deployment`` names the engine that failed."""
+
+    code = "engine_stream_interrupted"
+
+    def __init__(self, message: str, deployment: str) -> None:
+        super().__init__(message)
+        self.deployment = deployment
 
 
 class StorageError(SovereignError):

@@ -64,21 +64,27 @@ class GenerationRequest:
 
 @dataclass(slots=True)
 class Usage:
-    """Token counts of one generation (OpenAI ``usage``)."""
+    """Token counts of one generation (OpenAI ``usage``). ``cached_tokens``: prompt tokens the engine
+    reused from its prompt cache instead of computing them (OpenAI ``prompt_tokens_details``)."""
 
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    cached_tokens: int = 0
 
     @property
     def total_tokens(self) -> int:
         return self.prompt_tokens + self.completion_tokens
 
-    def to_dict(self) -> dict[str, int]:
-        return {
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI ``usage`` object; ``prompt_tokens_details`` only when the engine reported a cache hit."""
+        out: dict[str, Any] = {
             "prompt_tokens": self.prompt_tokens,
             "completion_tokens": self.completion_tokens,
             "total_tokens": self.total_tokens,
         }
+        if self.cached_tokens:
+            out["prompt_tokens_details"] = {"cached_tokens": self.cached_tokens}
+        return out
 
 
 @dataclass(slots=True)

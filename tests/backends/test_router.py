@@ -16,7 +16,7 @@ from sovereign.backends.breaker import BreakerState, CircuitBreaker
 from sovereign.backends.context_fit import fit_request, select_messages
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status
 from sovereign.backends.registry import ModelRegistry
-from sovereign.backends.router import Deployment, Router, RoutingPolicy, StreamInterruptedError
+from sovereign.backends.router import Deployment, Router, RoutingPolicy
 from sovereign.config import BackendsSettings, DeploymentSettings
 from sovereign.errors import (
     ConfigError,
@@ -24,6 +24,7 @@ from sovereign.errors import (
     EngineOverloadedError,
     EngineUnavailableError,
     ModelNotFoundError,
+    StreamInterruptedError,
     UnsupportedParameterError,
 )
 from sovereign.server.plugins.routing import validate_backends

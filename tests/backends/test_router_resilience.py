@@ -15,9 +15,9 @@ from prometheus_client import REGISTRY
 from sovereign.backends.base import collect
 from sovereign.backends.breaker import BreakerState, CircuitBreaker
 from sovereign.backends.openai_compat import OpenAICompatBackend
-from sovereign.backends.router import Deployment, Router, StreamInterruptedError
+from sovereign.backends.router import Deployment, Router
 from sovereign.config import DeploymentSettings, load_settings
-from sovereign.errors import ConfigError, EngineTimeoutError, EngineUnavailableError
+from sovereign.errors import ConfigError, EngineTimeoutError, EngineUnavailableError, StreamInterruptedError
 from sovereign.server.plugins.routing import probe_forever
 from tests.backends.test_router import FAST, request, sse
 

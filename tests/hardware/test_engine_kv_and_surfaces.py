@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from sovereign.backends.llamacpp import LlamaCppBackend, default_model_path
-from sovereign.config import load_settings
+from sovereign.backends.managed import ManagedLlamaServer, default_model_path
+from sovereign.config import EngineSettings, load_settings
 from sovereign.hardware import kv
 from sovereign.hardware.model import read_model
 
@@ -20,19 +20,26 @@ CONFIGS = Path(__file__).resolve().parent.parent / "fixtures" / "model_configs"
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize(("cache", "per_token_bytes"), [("fp16", 23_040), ("q8_0", 12_240), ("q4_0", 6_480)])
+@pytest.mark.parametrize(("cache", "ggml_type", "per_token_bytes"),
+                         [("fp16", "f16", 23_040), ("q8_0", "q8_0", 12_240), ("q4_0", "q4_0", 6_480)])
 async def test_planner_kv_bytes_match_what_llamacpp_allocates(
-    llama: LlamaCppBackend, cache: str, per_token_bytes: int
+    engine_settings: EngineSettings, cache: str, ggml_type: str, per_token_bytes: int
 ) -> None:
-    """SmolLM2-135M at n_ctx 1024 (the ``llama`` fixture): llama.cpp logs 22.50 MiB of f16 KV,
-    11.95 MiB of q8_0 and 6.33 MiB of q4_0 (ggml block sizes 34 and 18 bytes per 32 values)."""
+    """SmolLM2-135M at n_ctx 1024, one slot: llama-server logs 22.50 MiB of f16 KV, 11.95 MiB of
+    q8_0 and 6.33 MiB of q4_0 (ggml block sizes 34 and 18 bytes per 32 values)."""
+    settings = engine_settings.model_copy(update={"n_parallel": 1, "cache_type_k": ggml_type,
+                                                  "cache_type_v": ggml_type, "flash_attn": "on"})
+    engine = ManagedLlamaServer(settings)
+    await engine.start()
+    try:
+        allocated = engine.kv_cache_bytes()
+    finally:
+        await engine.close()
     facts = read_model(default_model_path())
     per_token = sum(kv.kv_bytes_per_token(facts, cache))
-    allocated = llama.kv_cache_bytes(cache)
-    n_ctx = llama.settings.n_ctx
     assert per_token == per_token_bytes
-    assert abs(allocated - per_token * n_ctx) <= 0.005 * 1024 * 1024  # log prints MiB with 2 decimals
-    assert allocated / n_ctx == pytest.approx(per_token, rel=1e-3)
+    assert abs(allocated - per_token * settings.n_ctx) <= 0.005 * 1024 * 1024  # log prints MiB with 2 decimals
+    assert allocated / settings.n_ctx == pytest.approx(per_token, rel=1e-3)
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from sovereign.backends.llamacpp import default_model_path
+from sovereign.backends.managed import default_model_path
 from sovereign.errors import InvalidRequestError
 from sovereign.hardware import kv
 from sovereign.hardware.model import read_model

@@ -1,4 +1,4 @@
-"""Remote engines through a live gateway: a real llama-cpp-python server, the fault-injection engine,
+"""Remote engines through a live gateway: a real llama-server, the fault-injection engine,
 retries, fallback (JSON and streaming), breaker open / half-open / closed, timeouts, context trimming,
 runtime switching with a conversation, and a SIGKILL of the real engine during load."""
 
@@ -57,13 +57,13 @@ def fault(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
 
 @pytest.fixture(scope="module")
 def llama_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
-    """llama-cpp-python's own OpenAI server serving SmolLM2 (the real second engine)."""
+    """A plain llama-server serving SmolLM2 (the real second engine)."""
     port = free_port()
     proc = Proc(
         llama_server_args(port, "smol-remote"),
         port,
         tmp_path_factory.mktemp("llama") / "llama.log",
-        "/v1/models",
+        "/health",
     )
     warm = {"model": "smol-remote", "messages": [{"role": "user", "content": "hi " * 300}], "max_tokens": 1}
     httpx.post(proc.url + "/v1/chat/completions", json=warm, timeout=120).raise_for_status()  # first call is slow
@@ -87,9 +87,9 @@ def _toml(fault: Proc, llama: Proc) -> str:
         "first_token_timeout_s = 10.0\nbreaker_failures = 3\nbreaker_cooldown_s = 1.5\nhealth_interval_s = 0\n"
         '[backends.aliases]\n"gpt-4o-mini" = "resilient"\n'
         + dep("fault", "resilient", "vllm", fault.url, "fault", 4096, 1)
-        + dep("remote-llama", "resilient", "llama-cpp-python", llama.url, "smol-remote", 256, 0)
+        + dep("remote-llama", "resilient", "llamacpp-server", llama.url, "smol-remote", 256, 0)
         + dep("fault-small", "trim", "vllm", fault.url, "fault", 256, 1)
-        + dep("remote", "smol-remote", "llama-cpp-python", llama.url, "smol-remote", 1024, 1)
+        + dep("remote", "smol-remote", "llamacpp-server", llama.url, "smol-remote", 1024, 1)
         + dep("local", "smol-remote", "embedded", None, None, None, 0)
     )
 

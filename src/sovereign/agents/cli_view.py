@@ -74,7 +74,7 @@ async def run_agent_view(
     console = console or Console()
     question = check_question(question)
     conversation_id = check_conversation_id(conversation_id)
-    model = engine_factory("llamacpp-embedded")(settings=settings.engine)
+    model = engine_factory("embedded")(settings=settings.engine)
     service = None
     try:
         from sovereign.rag.service import RagService

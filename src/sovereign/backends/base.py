@@ -62,6 +62,25 @@ class ChatBackend(Protocol):
         """
 
 
+@dataclass(frozen=True, slots=True)
+class ProcessInfo:
+    """A supervised engine process as operators see it (``backends list``, ``/admin/backends``)."""
+
+    pid: int | None
+    url: str | None
+    healthy: bool
+    restarts: int
+    slots: int
+
+
+@runtime_checkable
+class SupervisedEngine(Protocol):
+    """A chat backend that runs its engine as a child process of the gateway (the managed llama-server)."""
+
+    def info(self) -> ProcessInfo:
+        """Process id (None while down), root URL, health, restarts so far and decode slots."""
+
+
 @runtime_checkable
 class EmbeddingBackend(Protocol):
     """An engine turning texts into L2-normalised float32 vectors of ``dimensions`` length."""

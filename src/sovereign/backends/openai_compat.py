@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
@@ -131,6 +131,14 @@ PROFILES: dict[str, EngineProfile] = {
 
 _FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
+
+
+def parse_usage(used: dict[str, Any]) -> Usage:
+    """An engine's OpenAI ``usage`` object as :class:`Usage` (``prompt_tokens_details.cached_tokens``
+    is the prompt-cache hit llama-server and vLLM report)."""
+    details = used.get("prompt_tokens_details") or {}
+    return Usage(int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0),
+                 int(details.get("cached_tokens") or 0) if isinstance(details, dict) else 0)
 
 
 def translate_transport_error(engine: str, exc: httpx.HTTPError) -> EngineError:
@@ -396,8 +404,7 @@ class OpenAICompatBackend:
             answer = orjson.loads(response.content)
             choice = answer["choices"][0]
             text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
-            used = answer.get("usage") or {}
-            usage = Usage(int(used.get("prompt_tokens") or 0), int(used.get("completion_tokens") or 0))
+            usage = parse_usage(answer.get("usage") or {})
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise EngineError(f"Engine {self.name} answered garbage: {response.content[:200]!r}") from exc
         if text:
@@ -425,15 +432,13 @@ class OpenAICompatBackend:
                 raise EngineError(f"Engine {self.name} failed mid-stream: {message}")
             if payload.get("usage"):
                 upstream_usage = True
-                usage = Usage(
-                    int(payload["usage"].get("prompt_tokens") or 0), int(payload["usage"].get("completion_tokens") or 0)
-                )
+                usage = parse_usage(payload["usage"])
             for choice in payload.get("choices") or ():
                 text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
                 if text:
                     if not upstream_usage:
                         usage.completion_tokens += 1  # one content event ~ one token
-                    yield GenerationChunk(text=text, usage=Usage(usage.prompt_tokens, usage.completion_tokens))
+                    yield GenerationChunk(text=text, usage=replace(usage))
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(choice["finish_reason"], "stop")
         if finish is None:

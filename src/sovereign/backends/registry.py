@@ -1,7 +1,7 @@
 """Public model names -> backends, and the one door through which engines are added.
 
 An engine kind is a factory registered with :func:`register_engine`; the built-in embedded engine
-registers through the same call as any plugin (``sovereign.engines`` entry points are loaded too).
+(kind ``embedded``, a managed llama-server) registers through the same call as any plugin (``sovereign.engines`` entry points are loaded too).
 """
 
 from __future__ import annotations
@@ -142,10 +142,11 @@ class ModelRegistry:
             await backend.close()
 
 
-def _embedded_llamacpp(**kwargs: Any) -> ChatBackend:
-    from sovereign.backends.llamacpp import LlamaCppBackend
+def _embedded(**kwargs: Any) -> ChatBackend:
+    """The managed llama-server (imported on first use: it is the only module spawning engines)."""
+    from sovereign.backends.managed import ManagedLlamaServer
 
-    return LlamaCppBackend(**kwargs)
+    return ManagedLlamaServer(**kwargs)
 
 
-register_engine("llamacpp-embedded", _embedded_llamacpp)
+register_engine("embedded", _embedded)

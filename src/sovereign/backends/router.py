@@ -30,12 +30,12 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from sovereign.backends.base import Capabilities, ChatBackend, collect
+from sovereign.backends.base import Capabilities, ChatBackend, SupervisedEngine, collect
 from sovereign.backends.breaker import BreakerState, CircuitBreaker
 from sovereign.backends.context_fit import FitResult, TrimPolicy, fit_request
 from sovereign.config import BackendsSettings
@@ -46,6 +46,7 @@ from sovereign.errors import (
     EngineUnavailableError,
     InvalidRequestError,
     SovereignError,
+    StreamInterruptedError,
     UnsupportedParameterError,
 )
 from sovereign.observability import metrics
@@ -53,16 +54,6 @@ from sovereign.types import GenerationChunk, GenerationRequest, GenerationResult
 
 log = logging.getLogger("sovereign.router")
 _NOT_RETRIED = frozenset({"engine_auth_failed", "engine_not_found"})
-
-
-class StreamInterruptedError(EngineError):
-    """A deployment failed after its first token was produced (no invisible fallback possible)."""
-
-    code = "engine_stream_interrupted"
-
-    def __init__(self, message: str, deployment: str) -> None:
-        super().__init__(message)
-        self.deployment = deployment
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,7 +135,9 @@ class Deployment:
         return True
 
     def status(self) -> dict[str, Any]:
-        """A JSON-able row for ``backends list`` and ``GET /admin/backends``."""
+        """A JSON-able row for ``backends list`` and ``GET /admin/backends``; a supervised engine adds
+        ``process`` (pid, url, healthy, restarts, slots)."""
+        process = asdict(self.backend.info()) if isinstance(self.backend, SupervisedEngine) else None
         return {
             "name": self.name,
             "engine": self.engine,
@@ -156,6 +149,7 @@ class Deployment:
             "up": self.last_probe_ok,
             "latency_ms": None if self.last_latency_s is None else round(self.last_latency_s * 1000, 2),
             "last_error": self.last_error,
+            "process": process,
         }
 
 

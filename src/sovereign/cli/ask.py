@@ -23,7 +23,7 @@ async def _run(question: str, collection: str | None, top_k: int | None, max_tok
     console = Console()
     service = await RagService.open(settings)
     try:
-        engine = engine_factory("llamacpp-embedded")(settings=settings.engine)
+        engine = engine_factory("embedded")(settings=settings.engine)
         rag = RagChatBackend(lambda: engine, service.retriever,
                              collection=collection or settings.rag.default_collection,
                              top_k=top_k if top_k is not None else settings.rag.top_k, answer_tokens=max_tokens,

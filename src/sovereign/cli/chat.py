@@ -71,7 +71,7 @@ def chat(
     from sovereign.backends.registry import engine_factory
 
     settings = settings_from(config)
-    backend = engine_factory("llamacpp-embedded")(settings=settings.engine)
+    backend = engine_factory("embedded")(settings=settings.engine)
     sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     asyncio.run(_run(backend, prompt, system, sampling))
 

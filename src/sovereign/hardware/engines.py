@@ -35,7 +35,7 @@ class EngineRule:
 
 RULES: tuple[EngineRule, ...] = (
     EngineRule(
-        "llamacpp", "llama.cpp (embedded, llama-cpp-python)", False, (5, 0), False,
+        "llamacpp", "llama.cpp (embedded llama-server)", False, (5, 0), False,
         "llama.cpp README 'Supported backends' (CPU: x86 AVX/AVX2/AVX-512/AMX, ARM NEON; CUDA); "
         "ggml/src/ggml-cuda/CMakeLists.txt default CUDA architectures start at 50 (cc 5.0)",
     ),
@@ -99,8 +99,8 @@ def _verdict(rule: EngineRule, system: str, gpu: tuple[str, str] | None, cpu_gpu
         cc = parse_cc(cc_text)
         if rule.min_cc is None or cc >= rule.min_cc:
             if rule.key == "llamacpp" and not cpu_gpu_offload:
-                return out(True, "cpu", f"{name} qualifies, but this llama-cpp-python build has no GPU "
-                                        "offload (rebuild with -DGGML_CUDA=on); runs on the CPU.")
+                return out(True, "cpu", f"{name} qualifies, but this llama-server build has no GPU "
+                                        "backend (rebuild with -DGGML_CUDA=ON); runs on the CPU.")
             return out(True, "gpu", f"{name} (cc {cc_text}) meets cc >= {rule.min_cc[0]}.{rule.min_cc[1]}."
                        if rule.min_cc else f"{name} is supported.")
         need = f"{rule.min_cc[0]}.{rule.min_cc[1]}"
@@ -123,7 +123,7 @@ def evaluate(
         system: ``platform.system()`` value (``"Linux"``, ``"Darwin"``, ``"Windows"``).
         gpu: ``(name, compute capability "major.minor")`` of the best GPU, or None for none.
         cpu_gpu_offload: whether the embedded llama.cpp build can offload to a GPU
-            (``llama_cpp.llama_supports_gpu_offload()``).
+            (``llama-server --list-devices`` lists a GPU).
     """
     return [_verdict(rule, system, gpu, cpu_gpu_offload) for rule in RULES]
 

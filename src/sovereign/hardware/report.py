@@ -5,26 +5,30 @@ Shared by ``sovereign doctor`` and ``GET /v1/system`` so both say the same thing
 
 from __future__ import annotations
 
-import importlib.util
 import platform
+import re
+import subprocess
 from pathlib import Path
 from typing import Any
 
+from sovereign.backends.llama_process import find_binary
+from sovereign.errors import EngineUnavailableError
 from sovereign.hardware.detect import HostReport, detect
 from sovereign.hardware.engines import evaluate
 
-_GPU_BACKENDS = ("ggml-cuda", "ggml-vulkan", "ggml-metal", "ggml-hip", "ggml-sycl")
+_DEVICE_LINE = re.compile(r"^\s+([A-Za-z]+)\d+:", re.MULTILINE)
 
 
-def llamacpp_gpu_backends() -> list[str]:
-    """GPU backends compiled into the installed llama-cpp-python, read from its shared libraries
-    (``llama_cpp/lib/libggml-<backend>.so``) without importing it; [] for a CPU-only build."""
-    spec = importlib.util.find_spec("llama_cpp")
-    if spec is None or spec.origin is None:
+def llamacpp_gpu_backends(binary: Path | None = None) -> list[str]:
+    """GPU backends of the embedded engine's build (``cuda``, ``vulkan``, ``metal``...), read from
+    ``llama-server --list-devices`` (lines like ``  CUDA0: NVIDIA ... (24 GiB, 23 GiB free)``);
+    [] for a CPU-only build or when no llama-server is installed."""
+    try:
+        path = find_binary(binary)
+        listing = subprocess.run([str(path), "--list-devices"], capture_output=True, text=True, timeout=30).stdout
+    except (EngineUnavailableError, OSError, subprocess.TimeoutExpired):
         return []
-    lib = Path(spec.origin).parent / "lib"
-    names = {p.name for p in lib.glob("*")} if lib.is_dir() else set()
-    return [b.removeprefix("ggml-") for b in _GPU_BACKENDS if any(b in n for n in names)]
+    return sorted({name.lower() for name in _DEVICE_LINE.findall(listing)} - {"cpu"})
 
 
 def system_report(host: HostReport | None = None) -> dict[str, Any]:

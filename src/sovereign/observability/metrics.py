@@ -93,6 +93,10 @@ ENGINE_BREAKER_STATE = Gauge(
     "sovereign_engine_breaker_state", "Circuit breaker state: 0 closed, 1 half-open, 2 open.", ["engine"],
     multiprocess_mode="livemax",
 )
+ENGINE_RESTARTS = Counter(
+    "sovereign_engine_restarts_total", "Times a managed engine process exited on its own and was restarted.",
+    ["engine"],
+)
 ENGINE_UP = Gauge(
     "sovereign_engine_up", "1 when the engine is loaded / its last health probe passed, else 0.", ["engine"],
     multiprocess_mode="livemin",

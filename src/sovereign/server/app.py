@@ -36,10 +36,11 @@ EMBEDDING_ALIASES = ("text-embedding-all-minilm-l6-v2",)
 
 
 def build_registry(settings: Settings, *, embedding: bool = True) -> ModelRegistry:
-    """The default registry: the embedded llama.cpp chat model (not loaded until started) and,
+    """The default registry: the embedded chat model (a managed llama-server, not started until the
+    registry starts) and,
     unless ``embedding`` is False, the MiniLM embedding model (its ONNX session loads here)."""
     registry = ModelRegistry()
-    registry.add_chat(engine_factory("llamacpp-embedded")(settings=settings.engine))
+    registry.add_chat(engine_factory("embedded")(settings=settings.engine))
     if embedding:
         registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings), aliases=list(EMBEDDING_ALIASES))
     return registry

@@ -47,6 +47,8 @@ def validate_backends(cfg: BackendsSettings, embedded_model: str) -> dict[str, l
         seen.add(d.name)
         if d.engine != "embedded" and not d.base_url:
             raise ConfigError(f"backends.deployments[{d.name}]: engine {d.engine} needs base_url (…/v1).")
+        if d.engine != "embedded" and d.model_path is not None:
+            raise ConfigError(f"backends.deployments[{d.name}]: model_path is for engine = \"embedded\" only.")
         if d.base_url and not d.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"backends.deployments[{d.name}]: base_url must start with http:// or https://.")
         routes[d.model].append(d.name)
@@ -176,10 +178,17 @@ class SwitchableRoute:
 
 
 def build_deployments(settings: Settings, registry: ModelRegistry, client: httpx.AsyncClient) -> dict[str, Deployment]:
-    """One :class:`Deployment` per configured entry; ``embedded`` ones reuse the registry's engine."""
+    """One :class:`Deployment` per configured entry. An ``embedded`` entry with its own ``model_path``
+    gets a managed llama-server of its own (``[engine]`` settings, its window as ``n_ctx``); one
+    without reuses the registry's embedded engine."""
     cfg, out = settings.backends, {}
     for d in cfg.deployments:
-        if d.engine == "embedded":
+        if d.engine == "embedded" and d.model_path is not None:
+            own = settings.engine.model_copy(update={
+                "model_path": d.model_path, "n_ctx": d.context_window or settings.engine.n_ctx})
+            backend = engine_factory("embedded")(settings=own, name=d.served_model or d.name)
+            window = own.n_ctx
+        elif d.engine == "embedded":
             backend = registry.chat(settings.engine.model_name)
             window = d.context_window or settings.engine.n_ctx
         else:
@@ -218,6 +227,11 @@ async def install(state: AppState) -> Callable[[], Awaitable[None]]:
     plan = validate_backends(cfg, embedded)
     client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
     deployments = build_deployments(settings, registry, client)
+    engine = registry.chat_backends.get(embedded)
+    if engine is not None and all(d.backend is not engine for d in deployments.values()):
+        # the embedded engine is listed, probed and switchable like any configured deployment
+        breaker = CircuitBreaker(embedded, cfg.breaker_failures, cfg.breaker_cooldown_s)
+        deployments[embedded] = Deployment(embedded, engine, breaker, settings.engine.n_ctx, 0.0, "embedded")
     policy = RoutingPolicy.from_settings(cfg)
     routers: dict[str, Router] = {}
     for model, names in plan.items():
