@@ -20,11 +20,12 @@ stream generates exactly ``max_tokens``), ``stream_options.include_usage``. The 
 httpx. Metrics per target and level: aggregate tokens/s (completion tokens of all requests / wall time of the
 level), TTFT p50/p95 (request sent -> first content chunk), ITL p50/p95 (gap between content chunks), errors.
 
-Through (b) only: prompt-cache reuse (a ~1,000-token system prompt, distinct per repeat so the first turn is
-cold; TTFT of turn 1 vs turn 2 = same prefix + one more exchange, and turn 2's ``cached_tokens``); RSS (psutil)
-of the gateway and of its llama-server child at idle and under 8 streams (max of 0.5 s samples); a soak at 4
-streams for ``--soak-minutes`` sampling RSS every 10 s (growth = last vs first sample). ``--guidellm`` then runs
-guidellm (peer venv /tmp/guidellm-venv) against (b) into ``bench/results/guidellm-engine.json``.
+Prompt-cache reuse through (b), and (a) for reference: a ~1,000-token system prompt, distinct per repeat so the
+first turn is cold; TTFT of turn 1 vs turn 2 (same prefix + one more exchange) and turn 2's ``cached_tokens``.
+Through (b) only: RSS (psutil) of the gateway and of its llama-server child at idle and under 8 streams (max
+of 0.5 s samples); a soak at 4 streams for ``--soak-minutes`` sampling RSS every 10 s (growth = last vs first
+sample, and vs the 60 s one). ``--guidellm`` then runs guidellm (peer venv /tmp/guidellm-venv) against (b) into
+``bench/results/guidellm-engine.json``. The chart is drawn by matplotlib in a peer venv (/tmp/matplotlib-venv).
 Bounded: an overall deadline (SIGALRM) and every process killed in ``finally``.
 """
 
@@ -35,6 +36,7 @@ import asyncio
 import contextlib
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -44,6 +46,7 @@ import time
 import uuid
 from itertools import pairwise
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -60,30 +63,18 @@ MODEL = "smollm2-135m-instruct"
 LLAMA_CPP_PYTHON = "llama-cpp-python==0.3.36"
 WHEELHOUSE = Path.home() / ".cache" / "sovereign" / "wheelhouse"
 GUIDELLM_VENV = Path("/tmp/guidellm-venv")
-TOPICS = [
-    "Write a long story about a lighthouse keeper and a storm.",
-    "Explain in detail how a bicycle works, part by part.",
-    "Describe a walk through a busy market in the morning.",
-    "Write a long letter to a friend about learning to cook.",
-    "Tell the history of a small mountain village over three centuries.",
-    "Explain how bread is made, from the field to the table.",
-    "Describe a journey on a night train across the country.",
-    "Write a guide to keeping bees for a complete beginner.",
-]
+TOPICS = ["Write a long story about a lighthouse keeper and a storm.", "Explain how a bicycle works, part by part.",
+          "Describe a walk through a busy market in the morning.", "Write a long letter about learning to cook.",
+          "Tell the history of a mountain village over three centuries.", "Explain how bread is made, field to table.",
+          "Describe a journey on a night train across the country.", "Write a guide to keeping bees for a beginner."]
 WORDS = ["river", "lamp", "garden", "harbor", "mirror", "ladder", "orchard", "candle", "bridge", "lantern",
          "meadow", "compass", "quarry", "violin", "tunnel", "glacier", "kettle", "archive", "falcon", "pepper"]
 console = Console(stderr=True)
 
 
-class DeadlineError(Exception):
-    """The overall time budget ran out."""
-
-
 def pct(values: list[float], q: float) -> float | None:
-    if not values:
-        return None
     ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else None
 
 
 def ms(value: float | None) -> float | None:
@@ -115,14 +106,14 @@ def rss_mib(gateway: psutil.Process) -> tuple[float, float]:
 
 
 async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[str, str]],
-                      max_tokens: int) -> dict[str, object]:
+                      max_tokens: int) -> dict[str, Any]:
     """One streamed chat completion; raw SSE parse. Raises on HTTP errors or an answer without content."""
     body = {"model": MODEL, "messages": messages, "max_tokens": max_tokens, "temperature": 0, "stream": True,
             "ignore_eos": True, "stream_options": {"include_usage": True}}
     started = time.perf_counter()
     times: list[float] = []
     text: list[str] = []
-    usage: dict[str, object] = {}
+    usage: dict[str, Any] = {}
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as response:
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {(await response.aread())[:200]!r}")
@@ -141,57 +132,61 @@ async def stream_chat(client: httpx.AsyncClient, url: str, messages: list[dict[s
             "tokens": int(usage.get("completion_tokens") or len(times)), "usage": usage, "text": "".join(text)}
 
 
-async def run_level(client: httpx.AsyncClient, url: str, streams: int, rounds: int, max_tokens: int,
-                    tag: str, sample: psutil.Process | None = None) -> dict[str, object]:
-    """``streams`` clients each sending ``rounds`` sequential requests; RSS sampled when ``sample`` is given."""
-    rows: list[dict[str, object]] = []
+async def run_level(client: httpx.AsyncClient, url: str, streams: int, rounds: int, max_tokens: int, tag: str,
+                    sample: psutil.Process | None = None, until: float | None = None,
+                    every_s: float = 0.5) -> dict[str, Any]:
+    """``streams`` clients each sending ``rounds`` sequential requests (or until ``until``, monotonic);
+    with ``sample``, the RSS of that gateway and its engine every ``every_s`` as ``rss_series``."""
+    rows: list[dict[str, Any]] = []
     errors: list[str] = []
-    peak: list[tuple[float, float]] = []
+    series: list[list[float]] = []
+    t0 = time.monotonic()
 
     async def worker(w: int) -> None:
         for r in range(rounds):
+            if until is not None and time.monotonic() >= until:
+                return
             prompt = f"[{tag}-{w}-{r}] {TOPICS[(w + r) % len(TOPICS)]}"
             try:
                 rows.append(await stream_chat(client, url, [{"role": "user", "content": prompt}], max_tokens))
             except (httpx.HTTPError, RuntimeError, ValueError) as exc:
-                errors.append(str(exc)[:200])
+                errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
 
     async def sampler() -> None:
         while sample is not None:
-            peak.append(rss_mib(sample))
-            await asyncio.sleep(0.5)
+            series.append([round(time.monotonic() - t0, 1), *rss_mib(sample)])
+            await asyncio.sleep(every_s)
 
     sampling = asyncio.create_task(sampler())
     started = time.perf_counter()
     await asyncio.gather(*(worker(w) for w in range(streams)))
     wall = time.perf_counter() - started
     sampling.cancel()
-    tokens = sum(int(r["tokens"]) for r in rows)  # type: ignore[call-overload]
-    ttft = [float(r["ttft"]) for r in rows]  # type: ignore[arg-type]
-    itl = [x for r in rows for x in r["itl"]]  # type: ignore[attr-defined]
-    out: dict[str, object] = {
+    if sample is not None:
+        series.append([round(time.monotonic() - t0, 1), *rss_mib(sample)])
+    tokens = sum(r["tokens"] for r in rows)
+    ttft, itl = [r["ttft"] for r in rows], [x for r in rows for x in r["itl"]]
+    return {
         "tokens_per_s": round(tokens / wall, 1), "ttft_p50_ms": ms(pct(ttft, 0.5)), "ttft_p95_ms": ms(pct(ttft, 0.95)),
         "itl_p50_ms": ms(pct(itl, 0.5)), "itl_p95_ms": ms(pct(itl, 0.95)), "requests": len(rows),
         "completion_tokens": tokens, "wall_s": round(wall, 2), "errors": len(errors), "first_errors": errors[:3],
+        "rss_series": series,
     }
-    if peak:
-        out["rss_max_mib"] = {"gateway": max(p[0] for p in peak), "llama_server": max(p[1] for p in peak)}
-    return out
 
 
-def combine(runs: list[dict[str, object]]) -> dict[str, object]:
+def combine(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each metric across repeats, with the min/max spread of the headline ones."""
-    out: dict[str, object] = {"repeats": len(runs), "errors": sum(int(r["errors"]) for r in runs)}  # type: ignore[call-overload]
+    out: dict[str, Any] = {"repeats": len(runs), "errors": sum(r["errors"] for r in runs)}
     for key in ("tokens_per_s", "ttft_p50_ms", "ttft_p95_ms", "itl_p50_ms", "itl_p95_ms", "wall_s"):
-        values = [float(r[key]) for r in runs if r[key] is not None]  # type: ignore[arg-type]
+        values = [r[key] for r in runs if r[key] is not None]
         out[key] = round(statistics.median(values), 1) if values else None
         if key in ("tokens_per_s", "ttft_p95_ms") and values:
             out[key + "_spread"] = [min(values), max(values)]
-    out["first_errors"] = [e for r in runs for e in r["first_errors"]][:3]  # type: ignore[attr-defined]
+    out["first_errors"] = [e for r in runs for e in r["first_errors"]][:3]
     return out
 
 
-def system_prompt(seed: str, rules: int = 62) -> str:
+def system_prompt(seed: str, rules: int = 47) -> str:
     """About 1,000 tokens of house rules, distinct per ``seed`` from the first token on."""
     lines = [f"Handbook {seed}. You are the archivist of estate {seed}; answer from these rules only."]
     for k in range(rules):
@@ -200,77 +195,61 @@ def system_prompt(seed: str, rules: int = 62) -> str:
     return "\n".join(lines)
 
 
-async def prefix_cache(client: httpx.AsyncClient, url: str, repeats: int) -> dict[str, object]:
+async def prefix_cache(client: httpx.AsyncClient, url: str, repeats: int) -> dict[str, Any]:
     """Turn 1 (cold ~1,000-token system prefix) vs turn 2 (same prefix + one more exchange), TTFT each."""
-    rows = []
+    rows, errors = [], []
     for _ in range(repeats):
         first_messages = [{"role": "system", "content": system_prompt(uuid.uuid4().hex[:10])},
                           {"role": "user", "content": "Which rule mentions the river? Answer briefly."}]
-        one = await stream_chat(client, url, first_messages, 16)
-        second_messages = [*first_messages, {"role": "assistant", "content": str(one["text"])},
-                           {"role": "user", "content": "And which rule mentions the lantern?"}]
-        two = await stream_chat(client, url, second_messages, 16)
-        details = two["usage"].get("prompt_tokens_details") or {}  # type: ignore[attr-defined]
-        rows.append({"first_ttft_ms": ms(float(one["ttft"])), "second_ttft_ms": ms(float(two["ttft"])),  # type: ignore[arg-type]
-                     "first_prompt_tokens": one["usage"].get("prompt_tokens"),  # type: ignore[attr-defined]
-                     "second_prompt_tokens": two["usage"].get("prompt_tokens"),  # type: ignore[attr-defined]
-                     "second_cached_tokens": details.get("cached_tokens") if isinstance(details, dict) else None})
-    first = statistics.median(float(r["first_ttft_ms"]) for r in rows)  # type: ignore[arg-type]
-    second = statistics.median(float(r["second_ttft_ms"]) for r in rows)  # type: ignore[arg-type]
+        try:
+            one = await stream_chat(client, url, first_messages, 16)
+            second_messages = [*first_messages, {"role": "assistant", "content": one["text"]},
+                               {"role": "user", "content": "And which rule mentions the lantern?"}]
+            two = await stream_chat(client, url, second_messages, 16)
+        except (httpx.HTTPError, RuntimeError, ValueError) as exc:
+            errors.append(f"{type(exc).__name__}: {str(exc)[:200]}")
+            continue
+        rows.append({"first_ttft_ms": ms(one["ttft"]), "second_ttft_ms": ms(two["ttft"]),
+                     "first_prompt_tokens": one["usage"].get("prompt_tokens"),
+                     "second_prompt_tokens": two["usage"].get("prompt_tokens"),
+                     "second_cached_tokens": (two["usage"].get("prompt_tokens_details") or {}).get("cached_tokens")})
+    if not rows:
+        return {"second_over_first": None, "errors": errors}
+    first = round(statistics.median(r["first_ttft_ms"] for r in rows), 1)
+    second = round(statistics.median(r["second_ttft_ms"] for r in rows), 1)
     return {"first_ttft_ms_median": first, "second_ttft_ms_median": second,
-            "second_over_first": round(second / first, 3), "turns": rows}
+            "second_over_first": round(second / first, 3), "turns": rows, "errors": errors}
 
 
 async def soak(client: httpx.AsyncClient, url: str, gateway: psutil.Process, minutes: float,
-               max_tokens: int) -> dict[str, object]:
-    """4 streams against (b) for ``minutes``, RSS sampled every 10 s."""
-    end = time.monotonic() + minutes * 60
-    samples: list[list[float]] = []
-    done = {"requests": 0, "tokens": 0, "errors": 0}
-
-    async def worker(w: int) -> None:
-        n = 0
-        while time.monotonic() < end:
-            n += 1
-            try:
-                row = await stream_chat(client, url, [{"role": "user", "content":
-                                                       f"[soak-{w}-{n}] {TOPICS[n % len(TOPICS)]}"}], max_tokens)
-                done["requests"] += 1
-                done["tokens"] += int(row["tokens"])  # type: ignore[call-overload]
-            except (httpx.HTTPError, RuntimeError, ValueError):
-                done["errors"] += 1
-
-    async def sampler() -> None:
-        t0 = time.monotonic()
-        while True:
-            samples.append([round(time.monotonic() - t0, 1), *rss_mib(gateway)])
-            if time.monotonic() >= end:
-                return
-            await asyncio.sleep(min(10.0, max(0.0, end - time.monotonic())))
-
-    await asyncio.gather(sampler(), *(worker(w) for w in range(4)))
-    out: dict[str, object] = {"minutes": minutes, "streams": 4, **done, "series_t_s_gateway_engine_mib": samples}
+               max_tokens: int) -> dict[str, Any]:
+    """4 streams against (b) for ``minutes``, RSS sampled every 10 s; growth = last vs first sample, and vs the
+    sample at 60 s (after warm-up: KV pages and llama-server's host prompt cache, ``--cache-ram``, fill first)."""
+    row = await run_level(client, url, 4, 10**9, max_tokens, "soak", gateway, time.monotonic() + minutes * 60, 10)
+    series = row.pop("rss_series")
+    out: dict[str, Any] = {"minutes": minutes, "streams": 4, **row, "series_t_s_gateway_engine_mib": series}
     for i, name in ((1, "gateway"), (2, "llama_server")):
-        start, last = samples[0][i], samples[-1][i]
-        out[name] = {"start_mib": start, "end_mib": last, "max_mib": max(s[i] for s in samples),
-                     "growth_pct": round((last - start) / start * 100, 2) if start else None}
-    total = [s[1] + s[2] for s in samples]
-    out["total_growth_pct"] = round((total[-1] - total[0]) / total[0] * 100, 2) if total[0] else None
+        start, last = series[0][i], series[-1][i]
+        warm = next((s[i] for s in series if s[0] >= 60), start)
+        out[name] = {"start_mib": start, "end_mib": last, "max_mib": max(s[i] for s in series),
+                     "growth_pct": round((last - start) / start * 100, 2) if start else None,
+                     "growth_after_60s_pct": round((last - warm) / warm * 100, 2) if warm else None}
     return out
 
 
-async def measure(targets: dict[str, str], gateway: psutil.Process, args: argparse.Namespace) -> dict[str, object]:
-    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32)
+async def measure(targets: dict[str, str], gateway: psutil.Process, args: argparse.Namespace) -> dict[str, Any]:
+    # idle connections expire before llama-server's keep-alive (5 s) does, so none is reused after a pause
+    limits = httpx.Limits(max_connections=64, max_keepalive_connections=32, keepalive_expiry=1.0)
     async with httpx.AsyncClient(timeout=httpx.Timeout(600, connect=10), limits=limits) as client:
         for name, url in targets.items():  # warm every path once
             await stream_chat(client, url, [{"role": "user", "content": f"[warm-{name}] Say hi."}], 8)
         idle = rss_mib(gateway)
         names = list(targets)
         under_8: dict[str, float] | None = None
-        levels: dict[str, dict[str, object]] = {}
+        levels: dict[str, dict[str, Any]] = {}
         for c in args.levels:
             rounds = max(1, 4 // c) if args.quick else max(2, 16 // c)
-            runs: dict[str, list[dict[str, object]]] = {n: [] for n in names}
+            runs: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
             for rep in range(args.repeats):
                 for name in names[rep % len(names):] + names[:rep % len(names)]:  # ABBA across repeats
                     console.log(f"level {c} streams x {rounds} rounds, repeat {rep + 1}: {name}")
@@ -279,10 +258,11 @@ async def measure(targets: dict[str, str], gateway: psutil.Process, args: argpar
                                                       f"{rep}-{c}", sample))
             levels[str(c)] = {n: combine(r) for n, r in runs.items()}
             if c == 8:
-                peaks = [r["rss_max_mib"] for r in runs["sovereign"] if "rss_max_mib" in r]
-                under_8 = {k: max(p[k] for p in peaks) for k in ("gateway", "llama_server")}  # type: ignore[index]
-        console.log("prompt-cache reuse through sovereign")
-        cache = await prefix_cache(client, targets["sovereign"], 2 if args.quick else 4)
+                peaks = [p for r in runs["sovereign"] for p in r["rss_series"]]
+                under_8 = {"gateway": max(p[1] for p in peaks), "llama_server": max(p[2] for p in peaks)}
+        console.log("prompt-cache reuse (sovereign, and llama-server direct for reference)")
+        cache = {n: await prefix_cache(client, targets[n], 2 if args.quick else 4)
+                 for n in ("sovereign", "llama_server")}
         soaked = None
         if args.soak_minutes > 0:
             console.log(f"soak: 4 streams for {args.soak_minutes} min through sovereign")
@@ -291,22 +271,25 @@ async def measure(targets: dict[str, str], gateway: psutil.Process, args: argpar
     return {"levels": levels, "prompt_cache": cache, "memory": memory, "soak": soaked}
 
 
-def verdict(result: dict[str, object]) -> dict[str, object]:
-    levels: dict[str, dict[str, dict[str, float]]] = result["levels"]  # type: ignore[assignment]
+def verdict(result: dict[str, Any]) -> dict[str, Any]:
+    levels: dict[str, dict[str, dict[str, float]]] = result["levels"]
     ratios = {c: round(v["sovereign"]["tokens_per_s"] / v["llama_server"]["tokens_per_s"], 3)
               for c, v in levels.items() if v["llama_server"]["tokens_per_s"]}
-    out: dict[str, object] = {"b_over_a_tokens_per_s": ratios,
-                              "b_over_a_min_ok": bool(ratios) and min(ratios.values()) >= 0.95}
+    out: dict[str, Any] = {"b_over_a_tokens_per_s": ratios,
+                           "b_over_a_min_ok": bool(ratios) and min(ratios.values()) >= 0.95}
+    if any("llama_cpp_python_inprocess" in v for v in levels.values()):
+        out["c_over_a_tokens_per_s"] = {c: round(v["llama_cpp_python_inprocess"]["tokens_per_s"] / a, 3) for c, v in
+                                        levels.items() if (a := v["llama_server"]["tokens_per_s"])}
     if "1" in levels and "8" in levels:
         scale = levels["8"]["sovereign"]["tokens_per_s"] / levels["1"]["sovereign"]["tokens_per_s"]
         out |= {"b8_over_b1": round(scale, 3), "b8_over_b1_ok": scale >= 1.5}
     if "8" in levels:
         p95 = levels["8"]["sovereign"]["ttft_p95_ms"]
         out |= {"b_ttft_p95_ms_at_8": p95, "b_ttft_p95_at_8_ok": p95 is not None and p95 <= 1000}
-    cache = result["prompt_cache"]
-    out["prompt_cache_ok"] = cache["second_over_first"] <= 0.5  # type: ignore[index]
+    ratio = result["prompt_cache"]["sovereign"]["second_over_first"]
+    out["prompt_cache_ok"] = ratio is not None and ratio <= 0.5
     if soaked := result.get("soak"):
-        out["soak_growth_ok"] = all(soaked[k]["growth_pct"] is not None and soaked[k]["growth_pct"] <= 10  # type: ignore[index]
+        out["soak_growth_ok"] = all(soaked[k]["growth_pct"] is not None and soaked[k]["growth_pct"] <= 10
                                     for k in ("gateway", "llama_server"))
     out["targets"] = {"b_over_a_min": 0.95, "b8_over_b1_min": 1.5, "b_ttft_p95_ms_at_8_max": 1000,
                       "prompt_cache_second_over_first_max": 0.5, "soak_growth_pct_max": 10}
@@ -343,7 +326,7 @@ def guidellm_tokenizer(py: Path, model: Path) -> tuple[str, str]:
     return str(minilm), "all-MiniLM-L6-v2 tokenizer (no SmolLM2 HF tokenizer offline): token counts approximate"
 
 
-def run_guidellm(root_url: str, model: Path) -> dict[str, object]:
+def run_guidellm(root_url: str, model: Path) -> dict[str, Any]:
     """guidellm, concurrent 1/4/8 streams x 20 s, against (b); old (``benchmark``) or new (``run``) CLI."""
     py = peer_python(GUIDELLM_VENV, ["torch==2.13.0"], ["guidellm"], label="engine_bench")
     if py is None:
@@ -372,18 +355,22 @@ CHART = """
 import json, sys
 import matplotlib; matplotlib.use("Agg")
 import matplotlib.pyplot as plt
-r = json.load(open(sys.argv[1])); lv = r["levels"]; cs = sorted(lv, key=int)
+r = json.load(open(sys.argv[1])); lv = r["levels"]; cs = sorted(lv, key=int); xs = [int(c) for c in cs]
 fig, ax = plt.subplots(1, 3, figsize=(15, 4.2))
-for name in lv[cs[0]]:
-    ax[0].plot([int(c) for c in cs], [lv[c][name]["tokens_per_s"] for c in cs], marker="o", label=name)
-    ax[1].plot([int(c) for c in cs], [lv[c][name]["ttft_p95_ms"] for c in cs], marker="o", label=name)
-ax[0].set(title="aggregate decode tokens/s", xlabel="concurrent streams"); ax[0].legend()
-ax[1].set(title="TTFT p95 (ms)", xlabel="concurrent streams"); ax[1].legend()
+for i, (key, title) in enumerate((("tokens_per_s", "aggregate tokens/s"), ("ttft_p95_ms", "TTFT p95 (ms)"))):
+    for name in lv[cs[0]]:
+        ax[i].plot(xs, [lv[c][name][key] for c in cs], marker="o", label=name)
+    ax[i].set(title=title, xlabel="concurrent streams", xscale="log", xticks=xs, xticklabels=cs)
+    ax[i].minorticks_off(); ax[i].legend()
 s = (r.get("soak") or {}).get("series_t_s_gateway_engine_mib") or []
 for i, label in ((1, "gateway"), (2, "llama-server")):
     ax[2].plot([p[0] for p in s], [p[i] for p in s], label=label)
+m = r["memory"]; idle, busy = m["idle_mib"], m["under_8_streams_max_mib"] or m["idle_mib"]
+if not s:
+    ax[2].bar(range(4), [idle["gateway"], busy["gateway"], idle["llama_server"], busy["llama_server"]],
+              color=["C0", "C0", "C1", "C1"], tick_label=["gateway idle", "8 streams", "engine idle", "8 streams"])
+ax[2].set(title="RSS MiB during the 4-stream soak" if s else "RSS MiB", xlabel="s" if s else "")
 if s: ax[2].legend()
-ax[2].set(title="RSS MiB during the 4-stream soak" if s else "soak skipped", xlabel="s")
 fig.suptitle(r["engine"]); fig.tight_layout(); fig.savefig(sys.argv[2], dpi=110)
 """
 
@@ -405,31 +392,34 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=96)
     parser.add_argument("--levels", type=lambda s: [int(x) for x in s.split(",")], default=[1, 4, 8, 16])
     parser.add_argument("--repeats", type=int, default=2)
-    parser.add_argument("--soak-minutes", type=float, default=10.0, help="0 skips the soak")
+    parser.add_argument("--soak-minutes", type=float, help="default 10 (0 with --quick); 0 skips the soak")
     parser.add_argument("--quick", action="store_true", help="smoke test: 1 repeat, fewer requests, no soak")
     parser.add_argument("--with-inprocess", action="store_true", help="also llama-cpp-python's server (peer venv)")
     parser.add_argument("--guidellm", action="store_true", help="also run guidellm against sovereign")
     parser.add_argument("--no-chart", action="store_true")
     args = parser.parse_args()
-    if args.quick:
-        args.repeats, args.soak_minutes = 1, 0.0
+    args.repeats = 1 if args.quick else args.repeats
+    args.soak_minutes = (0.0 if args.quick else 10.0) if args.soak_minutes is None else args.soak_minutes
     model = default_model_path()
     settings = EngineSettings(n_ctx=args.ctx, n_parallel=args.parallel, n_threads=args.threads,
                               server_binary=os.environ.get("SOVEREIGN_ENGINE__SERVER_BINARY") or None)
     binary = find_binary(settings.server_binary)
-    inproc_py = inprocess_python("engine_bench") if args.with_inprocess else None
+    inproc_py = inprocess_python("engine_bench") if args.with_inprocess else None  # installs before the deadline
+    if args.guidellm:
+        peer_python(GUIDELLM_VENV, ["torch==2.13.0"], ["guidellm"], label="engine_bench")
     notes = ["in-process engine skipped: llama-cpp-python could not be installed"] if (
         args.with_inprocess and inproc_py is None) else []
     budget_s = int(1200 + args.soak_minutes * 60 + (900 if args.guidellm else 0) + (600 if inproc_py else 0))
 
     def on_alarm(*_: object) -> None:
-        raise DeadlineError(f"overall deadline hit ({budget_s} s)")
+        raise TimeoutError(f"overall deadline hit ({budget_s} s)")
 
     signal.signal(signal.SIGALRM, on_alarm)
     signal.alarm(budget_s)
     tmp = Path(tempfile.mkdtemp(prefix="engine-bench-"))
     procs: list[subprocess.Popen[bytes]] = []
-    engines: list[psutil.Process] = []  # the gateway's llama-server runs in its own session: killed by itself
+    engines: list[psutil.Process] = []  # the gateway's llama-server: its own session, stopped by the gateway
+    ok = False
 
     def spawn(argv: list[str], log: str, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
         with (tmp / log).open("wb") as out:
@@ -460,13 +450,15 @@ def main() -> None:
         wait_ready(targets["sovereign"] + "/readyz", gateway, tmp / "sovereign.log")
         gw = psutil.Process(gateway.pid)
         engines += [c for c in gw.children(recursive=True) if c.name() == "llama-server"]
+        load_start = round(os.getloadavg()[0], 2)
         result = asyncio.run(measure(targets, gw, args))
         guide = run_guidellm(targets["sovereign"], model) if args.guidellm else None
         report = {
             "engine": f"{model.name}, {args.threads} threads, {args.parallel} slots x {args.ctx} ctx, "
                       f"{args.max_tokens} tokens ignore_eos, greedy",
             "llama_server_binary": str(binary), "argv_direct": argv_direct[1:], "cpu_count": os.cpu_count(),
-            "load_avg_1m": round(os.getloadavg()[0], 2), "quick": args.quick, "repeats": args.repeats,
+            "load_avg_1m_start_end": [load_start, round(os.getloadavg()[0], 2)], "quick": args.quick,
+            "repeats": args.repeats,
             **result, "verdict": verdict(result), "guidellm": guide, "notes": notes,
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
@@ -475,6 +467,7 @@ def main() -> None:
             notes.append(chart(RESULTS / "engine.json", RESULTS / "engine.png"))
             (RESULTS / "engine.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
+        ok = True
     finally:
         signal.alarm(0)
         for proc in reversed(procs):
@@ -488,6 +481,10 @@ def main() -> None:
         for engine in engines:  # normally stopped by the gateway; psutil refuses a reused pid
             with contextlib.suppress(psutil.Error):
                 engine.kill()
+        if ok:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            console.log(f"failed: process logs kept in {tmp}")
 
 
 if __name__ == "__main__":

@@ -85,6 +85,11 @@ class EngineSettings(Section):
         "f16", description="KV cache data type for V (-ctv); quantized V needs flash attention."
     )
     flash_attn: Literal["auto", "on", "off"] = Field("auto", description="Flash attention (-fa).")
+    cache_ram_mib: int = Field(
+        256, ge=-1,
+        description="Host-memory prompt cache of llama-server in MiB (--cache-ram; 0 = off, -1 = no limit): "
+        "prompts of idle slots kept for reuse by later requests.",
+    )
     n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); 0 on CPU-only hosts.")
     extra_args: list[str] = Field(
         default_factory=list, description="More llama-server arguments, appended as given (e.g. [\"--mlock\"])."
@@ -291,7 +296,9 @@ class Settings(BaseSettings):
         Path.home() / ".sovereign", description="Directory for SQLite databases, indexes and caches."
     )
     server: ServerSettings = Field(default_factory=ServerSettings, description="HTTP gateway.")
-    engine: EngineSettings = Field(default_factory=EngineSettings, description="Embedded engine (managed llama-server).")
+    engine: EngineSettings = Field(
+        default_factory=EngineSettings, description="Embedded engine (managed llama-server)."
+    )
     embeddings: EmbeddingSettings = Field(default_factory=EmbeddingSettings, description="Embedding model.")
     rag: RagSettings = Field(default_factory=RagSettings, description="Document memory.")
     cache: CacheSettings = Field(default_factory=CacheSettings, description="Response cache.")

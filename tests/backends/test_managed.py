@@ -216,7 +216,7 @@ async def test_missing_model_or_binary_is_a_clear_error(engine_settings: EngineS
     with pytest.raises(EngineUnavailableError, match="not loaded"):
         await collect(backend.stream(chat("x")))
     await backend.close()
-    with pytest.raises(EngineUnavailableError, match="scripts/setup.sh"):
+    with pytest.raises(EngineUnavailableError, match=r"scripts/setup\.sh"):
         find_binary(tmp_path / "llama-server")
 
 

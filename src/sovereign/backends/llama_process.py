@@ -98,7 +98,7 @@ def command_line(binary: Path, model: Path, alias: str, port: int, s: EngineSett
         "--threads", str(threads), "--threads-batch", str(s.n_threads_batch or threads),
         "--batch-size", str(s.n_batch), "--ubatch-size", str(min(s.n_ubatch, s.n_batch)),
         "--cache-type-k", s.cache_type_k, "--cache-type-v", s.cache_type_v,
-        "--n-gpu-layers", str(s.n_gpu_layers), "--flash-attn", s.flash_attn,
+        "--n-gpu-layers", str(s.n_gpu_layers), "--flash-attn", s.flash_attn, "--cache-ram", str(s.cache_ram_mib),
         "--jinja", "--metrics", "--no-webui",
     ]
     return argv + list(s.extra_args)
@@ -195,8 +195,11 @@ class LlamaServerProcess:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._watcher
             self._watcher = None
+        pid = self.proc.pid if self.proc is not None else None
         await self._terminate()
         metrics.ENGINE_UP.labels(engine=self.alias).set(0)
+        if pid is not None:
+            log.info("llama-server stopped", extra={"engine": self.alias, "pid": pid})
 
     # -- internals -------------------------------------------------------------------------------
 
@@ -283,7 +286,8 @@ class LlamaServerProcess:
                 async with self._lock:
                     if not self._stopping:
                         await self._spawn_until_healthy()
-                        log.info("llama-server restarted", extra={"engine": self.alias, "pid": self.proc.pid})
+                        pid = self.proc.pid if self.proc is not None else None
+                        log.info("llama-server restarted", extra={"engine": self.alias, "pid": pid})
             except EngineUnavailableError as exc:
                 log.error("llama-server restart failed: %s", exc.message, extra={"engine": self.alias})
 

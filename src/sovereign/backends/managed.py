@@ -72,7 +72,10 @@ class ManagedLlamaServer:
     def __init__(self, settings: EngineSettings, name: str | None = None) -> None:
         self.settings = settings
         self.name = name or settings.model_name
-        self._client = httpx.AsyncClient(limits=httpx.Limits(max_connections=1024, max_keepalive_connections=256))
+        # llama-server (cpp-httplib) closes idle keep-alive connections after 5 s, httpx's own default
+        # expiry: 2 s keeps the client from reusing a connection the engine is closing.
+        self._client = httpx.AsyncClient(limits=httpx.Limits(
+            max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0))
         self.model_path = settings.model_path or default_model_path()
         self.process = LlamaServerProcess(settings, self.model_path, self.name, self._client)
         self._remote: OpenAICompatBackend | None = None
@@ -120,7 +123,9 @@ class ManagedLlamaServer:
     async def health(self) -> float:
         """Probe ``/health``; the round trip in seconds. Raises EngineUnavailableError when down."""
         if not self.process.healthy:
-            raise EngineUnavailableError(f"Engine {self.name} is not running (restarts so far: {self.process.restarts}).")
+            raise EngineUnavailableError(
+                f"Engine {self.name} is not running (restarts so far: {self.process.restarts})."
+            )
         return await self.remote().health()
 
     def kv_cache_bytes(self) -> int:

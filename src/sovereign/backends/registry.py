@@ -1,7 +1,8 @@
 """Public model names -> backends, and the one door through which engines are added.
 
 An engine kind is a factory registered with :func:`register_engine`; the built-in embedded engine
-(kind ``embedded``, a managed llama-server) registers through the same call as any plugin (``sovereign.engines`` entry points are loaded too).
+(kind ``embedded``, a managed llama-server) registers through the same call as any plugin
+(``sovereign.engines`` entry points are loaded too).
 """
 
 from __future__ import annotations

@@ -33,10 +33,12 @@ def serve(
     model_name: Annotated[str | None, typer.Option(help="Public name of the served model.")] = None,
     ctx: Annotated[int | None, typer.Option(help="Context window in tokens.")] = None,
     threads: Annotated[int | None, typer.Option(help="llama.cpp CPU threads.")] = None,
-    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each loads its own model copy).")] = 1,
+    parallel: Annotated[int | None, typer.Option(min=1, help="Engine slots decoded together.")] = None,
+    workers: Annotated[int, typer.Option(min=1, help="Worker processes (each runs its own engine).")] = 1,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
-    """Serve /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models."""
+    """Serve /v1/chat/completions, /v1/completions, /v1/embeddings and /v1/models; starts, watches and
+    stops the embedded llama-server."""
     import uvicorn
 
     from sovereign.server.app import create_app
@@ -46,7 +48,8 @@ def serve(
     settings = settings_from(
         config,
         server={"host": host, "port": port},
-        engine={"model_path": model, "model_name": model_name, "n_ctx": ctx, "n_threads": threads},
+        engine={"model_path": model, "model_name": model_name, "n_ctx": ctx, "n_threads": threads,
+                "n_parallel": parallel},
     )
     if workers == 1:
         uvicorn.run(
@@ -57,7 +60,7 @@ def serve(
     # Several workers: each process rebuilds the app from the environment, so hand the CLI flags
     # down as SOVEREIGN_* variables (the CLI is the edge; config.py reads them back).
     for name, value in {"ENGINE__MODEL_PATH": model, "ENGINE__MODEL_NAME": model_name,
-                        "ENGINE__N_CTX": ctx, "ENGINE__N_THREADS": threads}.items():
+                        "ENGINE__N_CTX": ctx, "ENGINE__N_THREADS": threads, "ENGINE__N_PARALLEL": parallel}.items():
         if value is not None:
             os.environ[f"SOVEREIGN_{name}"] = str(value)
     if config is not None:

@@ -118,9 +118,9 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
             yield
         finally:
             loader.cancel()
+            await state.registry.close_all()  # engines stop first, while logging and tracing still run
             for closer in reversed(closers):
                 await closer()
-            await state.registry.close_all()
 
     app = FastAPI(title="Sovereign", version="0.1.0", lifespan=lifespan, default_response_class=OrjsonResponse)
     app.state.sovereign = state

@@ -225,7 +225,8 @@ async def install(state: AppState) -> Callable[[], Awaitable[None]]:
     cfg = settings.backends
     embedded = settings.engine.model_name
     plan = validate_backends(cfg, embedded)
-    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128))
+    client = httpx.AsyncClient(limits=httpx.Limits(max_connections=512, max_keepalive_connections=128,
+                                                   keepalive_expiry=2.0))  # under llama-server's 5 s idle close
     deployments = build_deployments(settings, registry, client)
     engine = registry.chat_backends.get(embedded)
     if engine is not None and all(d.backend is not engine for d in deployments.values()):
