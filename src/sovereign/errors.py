@@ -175,8 +175,8 @@ class StreamInterruptedError(EngineError):
 
     code = "engine_stream_interrupted"
 
-    def __init__(self, message: str, deployment: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, deployment: str = "", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
         self.deployment = deployment
 
 

@@ -230,3 +230,25 @@ async def test_a_model_llama_server_cannot_load_fails_start_with_its_log(
         await backend.start()
     assert "Last log lines" in info.value.message
     await backend.close()
+
+
+async def test_health_and_token_counts_answer_while_requests_wait_for_a_slot(engine_settings: EngineSettings) -> None:
+    """A full queue (every admitted request waiting for the one slot) leaves the engine able to answer
+    /health, /apply-template and /tokenize, which the gateway needs to admit and probe."""
+    backend = ManagedLlamaServer(engine_settings.model_copy(update={"n_parallel": 1, "max_queue": 8}))
+    await backend.start()
+    streams = [backend.stream(chat(f"Write a long essay number {i}.", max_tokens=300, ignore_eos=True))
+               for i in range(9)]
+    tasks = [asyncio.create_task(anext(s)) for s in streams]  # 1 decoding + 8 waiting for the slot
+    try:
+        await asyncio.sleep(1.0)
+        async with asyncio.timeout(5):
+            assert await backend.health() < 5
+            assert await backend.count_prompt_tokens(chat("Hi")) > 1
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for stream in streams:
+            await stream.aclose()
+        await backend.close()

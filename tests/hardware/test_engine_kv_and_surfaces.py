@@ -28,7 +28,8 @@ async def test_planner_kv_bytes_match_what_llamacpp_allocates(
     """SmolLM2-135M at n_ctx 1024, one slot: llama-server logs 22.50 MiB of f16 KV, 11.95 MiB of
     q8_0 and 6.33 MiB of q4_0 (ggml block sizes 34 and 18 bytes per 32 values)."""
     settings = engine_settings.model_copy(update={"n_parallel": 1, "cache_type_k": ggml_type,
-                                                  "cache_type_v": ggml_type, "flash_attn": "on"})
+                                                  "cache_type_v": ggml_type, "flash_attn": "on",
+                                                  "extra_args": ["--log-verbosity", "4"]})
     engine = ManagedLlamaServer(settings)
     await engine.start()
     try:

@@ -131,10 +131,11 @@ class ManagedLlamaServer:
     def kv_cache_bytes(self) -> int:
         """Bytes of KV cache the running engine allocated, as llama.cpp logged it at start-up
         (``llama_kv_cache: <dev> KV buffer size = X MiB``, src/llama-kv-cache.cpp; two decimals, so
-        exact to +-0.005 MiB per buffer), for all ``n_parallel`` slots together.
+        exact to +-0.005 MiB per buffer), for all ``n_parallel`` slots together. llama-server prints
+        that line at debug verbosity only: start the engine with ``extra_args = ["--log-verbosity", "4"]``.
 
         Raises:
-            EngineUnavailableError: the engine has not logged a KV buffer (not started).
+            EngineUnavailableError: the engine has not logged a KV buffer (not started, or verbosity < 4).
         """
         if not self.process.kv_buffer_mib:
             raise EngineUnavailableError(f"Engine {self.name} has not reported a KV buffer yet.")
