@@ -66,6 +66,7 @@ def test_command_line_sizes_the_kv_cache_per_slot(engine_settings: EngineSetting
     flags = dict(zip(argv[1::2], argv[2::2], strict=False))
     assert flags["--ctx-size"] == "4096" and flags["--parallel"] == "4"  # every slot holds a full window
     assert flags["--host"] == "127.0.0.1" and flags["--alias"] == "smol" and flags["--cache-type-k"] == "q8_0"
+    assert flags["--threads-http"] == str(4 + s.max_queue + 4)  # a waiting request holds an HTTP thread
     assert "--jinja" in argv and "--metrics" in argv and argv[-1] == "--mlock"
 
 

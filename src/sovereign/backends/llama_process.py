@@ -90,6 +90,10 @@ def command_line(binary: Path, model: Path, alias: str, port: int, s: EngineSett
 
     ``-c`` is the whole KV cache, split evenly between ``-np`` slots, so it is ``n_ctx * n_parallel``
     and every slot holds one full ``n_ctx`` window. ``--jinja`` renders the GGUF's own chat template.
+    A request waiting for a slot holds one of the server's HTTP threads; beyond its fixed pool
+    (``n_parallel + 4``) threads are made on demand, and ``/health`` and ``/tokenize`` were seen to
+    time out behind a full queue (tests/backends/test_managed.py), so ``--threads-http`` covers every
+    admitted request (slots + ``max_queue``) plus 4 for ``/health``, ``/tokenize`` and the like.
     """
     threads = s.n_threads or default_threads()
     argv = [
@@ -99,7 +103,7 @@ def command_line(binary: Path, model: Path, alias: str, port: int, s: EngineSett
         "--batch-size", str(s.n_batch), "--ubatch-size", str(min(s.n_ubatch, s.n_batch)),
         "--cache-type-k", s.cache_type_k, "--cache-type-v", s.cache_type_v,
         "--n-gpu-layers", str(s.n_gpu_layers), "--flash-attn", s.flash_attn, "--cache-ram", str(s.cache_ram_mib),
-        "--jinja", "--metrics", "--no-webui",
+        "--threads-http", str(s.n_parallel + s.max_queue + 4), "--jinja", "--metrics", "--no-webui",
     ]
     return argv + list(s.extra_args)
 

@@ -12,5 +12,5 @@ def llama_server_args(port: int, alias: str, *, n_ctx: int = 1024, threads: int 
     return [
         str(find_binary()), "--model", str(default_model_path()), "--host", "127.0.0.1", "--port", str(port),
         "--alias", alias, "--ctx-size", str(n_ctx * parallel), "--parallel", str(parallel),
-        "--threads", str(threads), "--jinja", "--no-webui",
+        "--threads", str(threads), "--threads-http", "32", "--jinja", "--no-webui",
     ]
