@@ -415,6 +415,7 @@ def main() -> None:
         raise TimeoutError(f"overall deadline hit ({budget_s} s)")
 
     signal.signal(signal.SIGALRM, on_alarm)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # SystemExit: the finally below still cleans up
     signal.alarm(budget_s)
     tmp = Path(tempfile.mkdtemp(prefix="engine-bench-"))
     procs: list[subprocess.Popen[bytes]] = []

@@ -99,9 +99,9 @@ def test_systemd_analyze_verify(tmp_path: Path) -> None:
     """``systemd-analyze verify`` with ExecStart pointed at this checkout's console script."""
     executable = ROOT / ".venv" / "bin" / "sovereign"
     if not executable.exists():
-        pytest.skip("no .venv/bin/sovereign to stand in for /opt/sovereign/bin/sovereign")
+        pytest.skip("no .venv/bin/sovereign to stand in for /opt/sovereign/.venv/bin/sovereign")
     unit = tmp_path / "sovereign.service"
-    unit.write_text(UNIT.read_text().replace("/opt/sovereign/bin/sovereign", str(executable)))
+    unit.write_text(UNIT.read_text().replace("/opt/sovereign/.venv/bin/sovereign", str(executable)))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True,
                             timeout=60, cwd=tmp_path)
     assert result.returncode == 0 and not result.stderr.strip(), result.stderr

@@ -80,6 +80,25 @@ def test_readiness_status_and_metrics_report_the_engine(live_server: LiveServer)
     assert f'sovereign_engine_up{{engine="{MODEL}"}} 1.0' in metrics
 
 
+def test_a_client_that_disconnects_frees_its_slot(live_server: LiveServer) -> None:
+    engine_url = engine_row(live_server)["process"]["url"]
+
+    def busy() -> int:
+        return sum(1 for slot in httpx.get(engine_url + "/slots", timeout=10).json() if slot["is_processing"])
+
+    body = {"model": MODEL, "messages": [{"role": "user", "content": "Write a very long essay."}],
+            "max_tokens": 1000, "ignore_eos": True, "stream": True}
+    with httpx.stream("POST", live_server.url + "/v1/chat/completions", json=body, timeout=60) as response:
+        lines = response.iter_lines()
+        next(lines)
+        assert busy() == 1
+    # the client is gone after one event; 1,000 tokens would keep the slot busy for many seconds
+    deadline = time.monotonic() + 5
+    while busy() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert busy() == 0
+
+
 def read_sse(lines: Iterator[str]) -> list[Any]:
     events = []
     for line in lines:

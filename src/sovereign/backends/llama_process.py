@@ -34,7 +34,6 @@ import socket
 import sys
 import time
 from collections import deque
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -137,9 +136,8 @@ class LlamaServerProcess:
         self._healthy = asyncio.Event()
         self._stopping = False
         self._watcher: asyncio.Task[None] | None = None
-        self._readers: list[asyncio.Task[None]] = []
+        self._reader: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
-        self.on_line: Callable[[str], None] | None = None
 
     @property
     def url(self) -> str | None:
@@ -222,7 +220,7 @@ class LlamaServerProcess:
             )
             log.info("llama-server started", extra={"engine": self.alias, "pid": self.proc.pid, "port": self.port,
                                                      "model_file": str(self.model)})
-            self._readers = [asyncio.create_task(self._forward(self.proc), name=f"llama-server log {self.alias}")]
+            self._reader = asyncio.create_task(self._forward(self.proc), name=f"llama-server log {self.alias}")
             if await self._await_health(self.proc):
                 self._healthy.set()
                 metrics.ENGINE_UP.labels(engine=self.alias).set(1)
@@ -261,8 +259,6 @@ class LlamaServerProcess:
                 self.kv_buffer_mib.append(float(match.group(1)))
             level = logging.WARNING if _ERROR_LINE.search(line) else logging.DEBUG
             log.log(level, line, extra={"engine": self.alias, "pid": proc.pid, "source": "llama-server"})
-            if self.on_line is not None:
-                self.on_line(line)
 
     async def _watch(self) -> None:
         """Restart the engine whenever it exits on its own (crash, OOM kill), with back-off."""
@@ -272,7 +268,7 @@ class LlamaServerProcess:
             assert proc is not None
             started = time.monotonic()
             code = await proc.wait()
-            await asyncio.gather(*self._readers, return_exceptions=True)
+            await self._drain_log()
             if self._stopping:
                 return
             self._healthy.clear()
@@ -295,6 +291,11 @@ class LlamaServerProcess:
             except EngineUnavailableError as exc:
                 log.error("llama-server restart failed: %s", exc.message, extra={"engine": self.alias})
 
+    async def _drain_log(self) -> None:
+        """Wait for the log reader to copy the last lines of an exited engine."""
+        if self._reader is not None:
+            await asyncio.gather(self._reader, return_exceptions=True)
+
     async def _terminate(self) -> None:
         proc = self.proc
         if proc is None or proc.returncode is not None:
@@ -307,4 +308,4 @@ class LlamaServerProcess:
             with contextlib.suppress(ProcessLookupError):
                 proc.kill()
             await proc.wait()
-        await asyncio.gather(*self._readers, return_exceptions=True)
+        await self._drain_log()
