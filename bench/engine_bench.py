@@ -6,7 +6,8 @@ prints one JSON object, writes ``bench/results/engine.json`` and a chart ``bench
 Targets, all the bundled SmolLM2-135M-Instruct Q4_1 on 127.0.0.1, same threads, slots and context:
 
 (a) ``llama-server`` started here with the argv ``sovereign.backends.llama_process.command_line`` builds for
-    the managed engine (``--ctx-size n_ctx*parallel --parallel P --threads T --jinja --metrics --no-webui``...);
+    the managed engine (``--ctx-size n_ctx*parallel --parallel P --threads T --jinja --metrics``...) and
+    its environment (``engine_environment``: ``GOMP_SPINCOUNT``);
 (b) ``sovereign serve`` (response cache off), which spawns and supervises its own llama-server;
 (c) optional (``--with-inprocess``): the previous engine, llama-cpp-python's own server (0.3.36, one request at
     a time, ``--interrupt_requests False``) in a peer venv; it ignores ``ignore_eos`` and may stop early.
@@ -53,7 +54,7 @@ import psutil
 from peer_venv import peer_python
 from rich.console import Console
 
-from sovereign.backends.llama_process import command_line, find_binary, free_port
+from sovereign.backends.llama_process import command_line, engine_environment, find_binary, free_port
 from sovereign.backends.managed import default_model_path
 from sovereign.config import EngineSettings
 
@@ -326,12 +327,12 @@ def guidellm_tokenizer(py: Path, model: Path) -> tuple[str, str]:
     return str(minilm), "all-MiniLM-L6-v2 tokenizer (no SmolLM2 HF tokenizer offline): token counts approximate"
 
 
-def run_guidellm(root_url: str, model: Path) -> dict[str, Any]:
+def run_guidellm(root_url: str, model: Path, name: str) -> dict[str, Any]:
     """guidellm, concurrent 1/4/8 streams x 20 s, against (b); old (``benchmark``) or new (``run``) CLI."""
     py = peer_python(GUIDELLM_VENV, ["torch==2.13.0"], ["guidellm"], label="engine_bench")
     if py is None:
         return {"skipped": f"guidellm could not be installed into {GUIDELLM_VENV}"}
-    exe, out = str(py.parent / "guidellm"), RESULTS / "guidellm-engine.json"
+    exe, out = str(py.parent / "guidellm"), RESULTS / f"guidellm-{name}.json"
     tokenizer, note = guidellm_tokenizer(py, model)
     # guidellm appends /v1/chat/completions to the target itself, so the target is the root URL
     if subprocess.run([exe, "run", "--help"], capture_output=True, timeout=120).returncode == 0:  # >= 0.7
@@ -397,6 +398,7 @@ def main() -> None:
     parser.add_argument("--with-inprocess", action="store_true", help="also llama-cpp-python's server (peer venv)")
     parser.add_argument("--guidellm", action="store_true", help="also run guidellm against sovereign")
     parser.add_argument("--no-chart", action="store_true")
+    parser.add_argument("--name", default="engine", help="results as bench/results/NAME.json and NAME.png")
     args = parser.parse_args()
     args.repeats = 1 if args.quick else args.repeats
     args.soak_minutes = (0.0 if args.quick else 10.0) if args.soak_minutes is None else args.soak_minutes
@@ -430,7 +432,7 @@ def main() -> None:
     try:
         aport, bport, cport = free_port(), free_port(), free_port()
         argv_direct = command_line(binary, model, MODEL, aport, settings)
-        direct = spawn(argv_direct, "llama-server.log")
+        direct = spawn(argv_direct, "llama-server.log", engine_environment(settings))  # as the managed engine
         env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
         env |= {"SOVEREIGN_DATA_DIR": str(tmp / "data"), "SOVEREIGN_CACHE__ENABLED": "false",
                 "SOVEREIGN_ENGINE__N_PARALLEL": str(args.parallel), "SOVEREIGN_ENGINE__N_THREADS": str(args.threads),
@@ -453,7 +455,7 @@ def main() -> None:
         engines += [c for c in gw.children(recursive=True) if c.name() == "llama-server"]
         load_start = round(os.getloadavg()[0], 2)
         result = asyncio.run(measure(targets, gw, args))
-        guide = run_guidellm(targets["sovereign"], model) if args.guidellm else None
+        guide = run_guidellm(targets["sovereign"], model, args.name) if args.guidellm else None
         report = {
             "engine": f"{model.name}, {args.threads} threads, {args.parallel} slots x {args.ctx} ctx, "
                       f"{args.max_tokens} tokens ignore_eos, greedy",
@@ -463,10 +465,10 @@ def main() -> None:
             **result, "verdict": verdict(result), "guidellm": guide, "notes": notes,
         }
         RESULTS.mkdir(parents=True, exist_ok=True)
-        (RESULTS / "engine.json").write_text(json.dumps(report, indent=2) + "\n")
+        (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
         if not args.no_chart:
-            notes.append(chart(RESULTS / "engine.json", RESULTS / "engine.png"))
-            (RESULTS / "engine.json").write_text(json.dumps(report, indent=2) + "\n")
+            notes.append(chart(RESULTS / f"{args.name}.json", RESULTS / f"{args.name}.png"))
+            (RESULTS / f"{args.name}.json").write_text(json.dumps(report, indent=2) + "\n")
         print(json.dumps(report, indent=2))
         ok = True
     finally:

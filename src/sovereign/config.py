@@ -85,6 +85,11 @@ class EngineSettings(Section):
         "f16", description="KV cache data type for V (-ctv); quantized V needs flash attention."
     )
     flash_attn: Literal["auto", "on", "off"] = Field("auto", description="Flash attention (-fa).")
+    omp_spin_count: int | None = Field(
+        1000, ge=0,
+        description="GOMP_SPINCOUNT of the engine: how long idle OpenMP threads spin before sleeping; unset = "
+        "libgomp's default (300000), which collapses throughput when engines share cores (docs/engines.md).",
+    )
     cache_ram_mib: int = Field(
         256, ge=-1,
         description="Host-memory prompt cache of llama-server in MiB (--cache-ram; 0 = off, -1 = no limit): "

@@ -204,6 +204,8 @@ async def test_close_leaves_no_engine_process(engine_settings: EngineSettings) -
     await backend.start()
     pid = backend.info().pid
     assert pid is not None and psutil.Process(pid).name().startswith("llama-server")
+    # idle OpenMP threads sleep soon, so engines sharing cores do not spin each other down
+    assert psutil.Process(pid).environ()["GOMP_SPINCOUNT"] == "1000"
     await backend.close()
     assert not psutil.pid_exists(pid)
     assert not backend.ready
