@@ -328,7 +328,9 @@ def guidellm_tokenizer(py: Path, model: Path) -> tuple[str, str]:
 
 
 def run_guidellm(root_url: str, model: Path, name: str) -> dict[str, Any]:
-    """guidellm, concurrent 1/4/8 streams x 20 s, against (b); old (``benchmark``) or new (``run``) CLI."""
+    """guidellm, 8 concurrent streams x 48 requests, against (b); old (``benchmark``) or new (``run``) CLI.
+    (guidellm 0.8.1 hung here after the first of several concurrency levels bounded by duration, so
+    one level bounded by a request count is run.)"""
     py = peer_python(GUIDELLM_VENV, ["torch==2.13.0"], ["guidellm"], label="engine_bench")
     if py is None:
         return {"skipped": f"guidellm could not be installed into {GUIDELLM_VENV}"}
@@ -338,13 +340,13 @@ def run_guidellm(root_url: str, model: Path, name: str) -> dict[str, Any]:
     if subprocess.run([exe, "run", "--help"], capture_output=True, timeout=120).returncode == 0:  # >= 0.7
         argv = [exe, "run", "--backend", f"kind=openai_http,target={root_url},model={MODEL}",
                 "--data", "kind=synthetic_text,prompt_tokens=64,output_tokens=64",
-                "--profile", json.dumps({"kind": "concurrent", "streams": [1, 4, 8]}),
-                "--constraint", "kind=max_duration,seconds=20",
+                "--profile", json.dumps({"kind": "concurrent", "streams": [8]}),
+                "--constraint", "kind=max_requests,count=48",
                 "--tokenizer", f"kind=huggingface_auto,model={tokenizer}",
                 "--output", f"kind=json,path={out}", "--disable-console-interactive"]
     else:
-        argv = [exe, "benchmark", "--target", root_url, "--model", MODEL, "--profile", "concurrent", "--rate", "1,4,8",
-                "--max-seconds", "20", "--data", "prompt_tokens=64,output_tokens=64", "--processor", tokenizer,
+        argv = [exe, "benchmark", "--target", root_url, "--model", MODEL, "--profile", "concurrent", "--rate", "8",
+                "--max-requests", "48", "--data", "prompt_tokens=64,output_tokens=64", "--processor", tokenizer,
                 "--output-path", str(out), "--disable-console-interactive"]
     console.log("guidellm: " + " ".join(argv[1:]))
     proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env={**os.environ, "HF_HUB_OFFLINE": "1"})

@@ -292,6 +292,7 @@ def test_metrics_exposes_request_ttft_and_token_counters(live_server: LiveServer
 
 def test_health_and_readiness(live_server: LiveServer) -> None:
     assert httpx.get(live_server.url + "/healthz").json() == {"status": "ok"}
+    assert httpx.get(live_server.url + "/health").json() == {"status": "ok"}  # the path engines and guidellm use
     assert httpx.get(live_server.url + "/readyz").json() == {"status": "ready"}
     unknown = httpx.get(live_server.url + "/v1/nothing-here")
     assert unknown.status_code == 404 and "error" in unknown.json()

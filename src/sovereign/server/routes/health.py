@@ -15,8 +15,10 @@ router = APIRouter()
 
 
 @router.get("/healthz")
+@router.get("/health", include_in_schema=False)
 async def healthz() -> dict[str, str]:
-    """Liveness: 200 while the process serves HTTP."""
+    """Liveness: 200 while the process serves HTTP. ``/health`` is the same check under the path
+    vLLM, llama.cpp's server, SGLang and TGI use, which load tools such as guidellm probe first."""
     return {"status": "ok"}
 
 
