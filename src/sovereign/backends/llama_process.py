@@ -228,6 +228,7 @@ class LlamaServerProcess:
                 self.port = free_port()
             argv = command_line(binary, self.model, self.alias, self.port, self.settings)
             self.kv_buffer_mib = []
+            self.tail.clear()  # the bind check and the error message read this instance's lines only
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, env=engine_environment(self.settings), stdin=asyncio.subprocess.DEVNULL,
                 stdout=asyncio.subprocess.PIPE,

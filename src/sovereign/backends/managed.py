@@ -4,8 +4,9 @@
 and talks to it through :class:`~sovereign.backends.openai_compat.OpenAICompatBackend` with the
 ``llamacpp-server`` profile, the code path of every remote engine. What it adds on top:
 
-* **Exact token counts**: the prompt is rendered by the engine's own chat template
-  (``POST /apply-template``, the GGUF's Jinja template) and counted by its tokenizer
+* **Exact token counts where they matter**: a request whose free upper bound (UTF-8 bytes plus the
+  template allowance) fits the window goes straight out; one near the edge is rendered by the
+  engine's own chat template (``POST /apply-template``) and counted by its tokenizer
   (``POST /tokenize``), so context checks and ``max_tokens`` are exact before a slot is taken.
 * **A bounded queue**: ``n_parallel`` requests decode together (llama-server's continuous
   batching); up to ``max_queue`` more wait for a slot; past that a request is refused at once
@@ -29,6 +30,7 @@ import httpx
 import orjson
 
 from sovereign.backends.base import Capabilities, ProcessInfo, collect, resolve_max_tokens
+from sovereign.backends.context_fit import PROMPT_OVERHEAD, upper_bound_tokens
 from sovereign.backends.llama_process import LlamaServerProcess
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status, translate_transport_error
 from sovereign.config import DeploymentSettings, EngineSettings
@@ -192,15 +194,25 @@ class ManagedLlamaServer:
         return self._buffered(request) if request.buffered else self._stream(request)
 
     async def _prepare(self, request: GenerationRequest) -> GenerationRequest:
-        """``request`` with an explicit, checked ``max_tokens`` (waits for a restarting engine)."""
+        """``request`` with an explicit, checked ``max_tokens`` (waits for a restarting engine).
+
+        The free upper bound of :func:`~sovereign.backends.context_fit.upper_bound_tokens` (UTF-8
+        bytes plus the template allowance) settles most requests; only one near the window's edge
+        costs the two round trips of the exact count (``/apply-template`` + ``/tokenize``).
+        """
         if not self.process.healthy:
             if not self.process.supervising:
                 raise EngineUnavailableError(f"Model {self.name} is not loaded yet; retry when /readyz is 200.")
             await self.process.wait_healthy(self.settings.start_timeout_s)
-        prompt = await self.count_prompt_tokens(request)
-        max_tokens = resolve_max_tokens(
-            prompt, request.sampling.max_tokens, self.settings.n_ctx, self.settings.default_max_tokens
-        )
+        s = self.settings
+        wanted = request.sampling.max_tokens or s.default_max_tokens
+        bound = (upper_bound_tokens(request.messages) if request.is_chat
+                 else len((request.prompt or "").encode()) + PROMPT_OVERHEAD)
+        if bound + wanted <= s.n_ctx:
+            max_tokens = wanted  # the exact count could only leave more room
+        else:
+            prompt = await self.count_prompt_tokens(request)
+            max_tokens = resolve_max_tokens(prompt, request.sampling.max_tokens, s.n_ctx, s.default_max_tokens)
         return replace(request, sampling=replace(request.sampling, max_tokens=max_tokens), buffered=False)
 
     def _admit(self) -> None:

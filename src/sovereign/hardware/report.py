@@ -5,6 +5,7 @@ Shared by ``sovereign doctor`` and ``GET /v1/system`` so both say the same thing
 
 from __future__ import annotations
 
+import functools
 import platform
 import re
 import subprocess
@@ -19,16 +20,18 @@ from sovereign.hardware.engines import evaluate
 _DEVICE_LINE = re.compile(r"^\s+([A-Za-z]+)\d+:", re.MULTILINE)
 
 
-def llamacpp_gpu_backends(binary: Path | None = None) -> list[str]:
+@functools.cache
+def llamacpp_gpu_backends(binary: Path | None = None) -> tuple[str, ...]:
     """GPU backends of the embedded engine's build (``cuda``, ``vulkan``, ``metal``...), read from
     ``llama-server --list-devices`` (lines like ``  CUDA0: NVIDIA ... (24 GiB, 23 GiB free)``);
-    [] for a CPU-only build or when no llama-server is installed."""
+    () for a CPU-only build or when no llama-server is installed. Asked once per process (a build's
+    backends do not change while it runs), not on every ``GET /v1/system``."""
     try:
         path = find_binary(binary)
         listing = subprocess.run([str(path), "--list-devices"], capture_output=True, text=True, timeout=30).stdout
     except (EngineUnavailableError, OSError, subprocess.TimeoutExpired):
-        return []
-    return sorted({name.lower() for name in _DEVICE_LINE.findall(listing)} - {"cpu"})
+        return ()
+    return tuple(sorted({name.lower() for name in _DEVICE_LINE.findall(listing)} - {"cpu"}))
 
 
 def system_report(host: HostReport | None = None) -> dict[str, Any]:
@@ -44,6 +47,6 @@ def system_report(host: HostReport | None = None) -> dict[str, Any]:
     return {
         "host": host.to_dict(),
         "gpu_summary": host.gpu_summary,
-        "llamacpp_gpu_backends": backends,
+        "llamacpp_gpu_backends": list(backends),
         "engines": [v.to_dict() for v in verdicts],
     }
