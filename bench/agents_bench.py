@@ -110,12 +110,12 @@ def hit(paths: list[str], pages: list[str]) -> bool:
 
 async def quality(args: argparse.Namespace, questions: list[dict[str, Any]]) -> dict[str, Any]:
     from sovereign.agents.backend import AgentBackend
+    from sovereign.agents.model_access import token_counter
     from sovereign.agents.nodes import planner, retrieval, validator
     from sovereign.agents.state import AgentDeps
     from sovereign.backends.base import collect
     from sovereign.backends.managed import ManagedLlamaServer
     from sovereign.rag.answer import RagChatBackend
-    from sovereign.server.plugins.agents import token_counter
 
     try:
         pages = ingest_list(questions, args.ingest_all) if args.ingest or args.ingest_all else []

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -27,8 +27,31 @@ from pydantic_settings import (
 
 from sovereign.errors import ConfigError
 
+if TYPE_CHECKING:
+    from sovereign.plugins import Kinds
+
 ENV_PREFIX = "SOVEREIGN_"
 CONFIG_FILE_ENV = "SOVEREIGN_CONFIG"
+
+
+def _registered(sort: str) -> AfterValidator:
+    """A validator accepting only kinds some plugin registers (:mod:`sovereign.plugins`); the error
+    lists the installed ones. ``sort``: ``engine``, ``store`` or ``cache``."""
+
+    def check(value: str) -> str:
+        kinds: Kinds[Any]
+        if sort == "engine":
+            from sovereign.backends.registry import ENGINES as kinds
+        elif sort == "store":
+            from sovereign.rag.stores import STORES as kinds
+        else:
+            from sovereign.cache.backends import CACHE_BACKENDS as kinds
+        try:
+            return kinds.check(value)
+        except ConfigError as exc:
+            raise ValueError(exc.message) from None
+
+    return AfterValidator(check)
 
 
 class Section(BaseModel):
@@ -132,7 +155,9 @@ class EmbeddingSettings(Section):
 class RagSettings(Section):
     """Document memory: ingestion, chunking, storage and retrieval."""
 
-    store: Literal["embedded", "pgvector"] = Field("embedded", description="Vector store backend.")
+    store: Annotated[str, _registered("store")] = Field(
+        "embedded", description="Vector store kind: `embedded` or `pgvector`, or one a plugin registers."
+    )
     pg_dsn_env: str | None = Field(None, description="Env var holding the PostgreSQL DSN for pgvector.")
     chunk_tokens: int = Field(200, ge=16, description="Chunk window in embedding-model tokens.")
     chunk_overlap: int = Field(32, ge=0, description="Overlap between consecutive chunks in tokens.")
@@ -169,7 +194,9 @@ class CacheSettings(Section):
     """Semantic response cache."""
 
     enabled: bool = Field(True, description="Serve and store cached responses.")
-    backend: Literal["sqlite", "redis"] = Field("sqlite", description="Where cache entries live.")
+    backend: Annotated[str, _registered("cache")] = Field(
+        "sqlite", description="Where cache entries live: `sqlite`, `redis`, or a kind a plugin registers."
+    )
     redis_url_env: str | None = Field(None, description="Env var holding the Redis URL.")
     similarity_threshold: float = Field(
         0.91, ge=0.0, le=1.0,
@@ -240,9 +267,10 @@ class DeploymentSettings(Section):
 
     name: str = Field(min_length=1, description="Unique deployment name (used by `backends use`, metrics).")
     model: str = Field(min_length=1, description="Public model name this deployment serves.")
-    engine: Literal[
-        "vllm", "sglang", "llamacpp-server", "llama-cpp-python", "ollama", "tgi", "triton", "openai", "embedded"
-    ] = Field(description="Engine kind; see docs/engines.md. `embedded` = a llama-server Sovereign manages.")
+    engine: Annotated[str, _registered("engine")] = Field(
+        description="Engine kind (see docs/engines.md): `embedded` (a llama-server Sovereign manages), `vllm`, "
+        "`sglang`, `llamacpp-server`, `llama-cpp-python`, `ollama`, `tgi`, `triton`, `openai`, or a plugin's."
+    )
     base_url: str | None = Field(None, description="OpenAI base URL ending in /v1; required unless embedded.")
     model_path: Path | None = Field(
         None,

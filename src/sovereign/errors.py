@@ -8,6 +8,7 @@ translated into this tree in exactly one place per room with ``raise ... from ex
 ```
 SovereignError                      500 server_error
 ├── ConfigError                     500 server_error        bad settings / TOML / env
+│   └── MissingExtraError           500 (code missing_extra)  a feature's pip extra is not installed
 ├── InvalidRequestError             400 invalid_request_error
 │   ├── ContextLengthExceededError  400 (code context_length_exceeded)
 │   ├── UnsupportedParameterError   400 (code unsupported_parameter)
@@ -68,6 +69,20 @@ class ConfigError(SovereignError):
     """Settings, the TOML file or a ``SOVEREIGN_*`` variable is invalid or unknown."""
 
     code = "invalid_config"
+
+
+class MissingExtraError(ConfigError):
+    """A configured feature needs a pip extra that is not installed (``sovereign[extra]``).
+
+    Args:
+        extra: the extra's name, also in the message with the pip command.
+    """
+
+    code = "missing_extra"
+
+    def __init__(self, message: str, *, extra: str) -> None:
+        super().__init__(message)
+        self.extra = extra
 
 
 class InvalidRequestError(SovereignError):

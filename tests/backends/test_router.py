@@ -17,7 +17,8 @@ from sovereign.backends.context_fit import fit_request, select_messages
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status
 from sovereign.backends.registry import ModelRegistry
 from sovereign.backends.router import Deployment, Router, RoutingPolicy
-from sovereign.config import BackendsSettings, DeploymentSettings
+from sovereign.backends.routing_table import build_deployments, validate_backends
+from sovereign.config import BackendsSettings, DeploymentSettings, load_settings
 from sovereign.errors import (
     ConfigError,
     ContextLengthExceededError,
@@ -27,7 +28,6 @@ from sovereign.errors import (
     StreamInterruptedError,
     UnsupportedParameterError,
 )
-from sovereign.server.plugins.routing import validate_backends
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
 
 pytestmark = pytest.mark.anyio
@@ -204,15 +204,35 @@ def test_translate_status_by_code_not_text() -> None:
 @pytest.mark.parametrize(
     "deployments",
     [
-        [{"name": "a", "model": "m", "engine": "vllm"}],  # no base_url
         [{"name": "a", "model": "m", "engine": "vllm", "base_url": "ftp://x/v1"}],
         [{"name": "a", "model": "m", "engine": "embedded"}, {"name": "a", "model": "n", "engine": "embedded"}],
     ],
-    ids=["no-base-url", "bad-scheme", "duplicate-name"],
+    ids=["bad-scheme", "duplicate-name"],
 )
 def test_malformed_deployments_are_config_errors(deployments: list[dict]) -> None:
     with pytest.raises(ConfigError):
         validate_backends(BackendsSettings(deployments=deployments), "embedded-model")  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("deployment", "message"),
+    [
+        ({"name": "a", "model": "m", "engine": "vllm"}, "needs base_url"),  # a remote engine without its URL
+        ({"name": "a", "model": "m", "engine": "ollama", "base_url": "http://x/v1", "model_path": "/m.gguf"},
+         "model_path is for"),
+    ],
+    ids=["no-base-url", "model-path-on-remote"],
+)
+async def test_engine_factories_reject_their_own_bad_fields(deployment: dict, message: str) -> None:
+    settings = load_settings(backends={"deployments": [deployment]})
+    async with httpx.AsyncClient() as client:
+        with pytest.raises(ConfigError, match=message):
+            build_deployments(settings, ModelRegistry(), client)
+
+
+def test_unknown_engine_kind_fails_at_load_listing_the_known_ones() -> None:
+    with pytest.raises(ConfigError, match=r"unknown engine kind 'vlm'; known: embedded, .*vllm"):
+        load_settings(backends={"deployments": [{"name": "a", "model": "m", "engine": "vlm", "base_url": "http://x/v1"}]})
 
 
 def test_unknown_alias_and_default_route_are_config_errors() -> None:

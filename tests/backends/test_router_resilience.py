@@ -16,9 +16,9 @@ from sovereign.backends.base import collect
 from sovereign.backends.breaker import BreakerState, CircuitBreaker
 from sovereign.backends.openai_compat import OpenAICompatBackend
 from sovereign.backends.router import Deployment, Router
+from sovereign.backends.routing_table import probe_forever
 from sovereign.config import DeploymentSettings, load_settings
 from sovereign.errors import ConfigError, EngineTimeoutError, EngineUnavailableError, StreamInterruptedError
-from sovereign.server.plugins.routing import probe_forever
 from tests.backends.test_router import FAST, request, sse
 
 pytestmark = pytest.mark.anyio

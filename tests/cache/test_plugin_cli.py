@@ -1,10 +1,10 @@
-"""The start-up plugin (sqlite default, rag hook in either order) and ``sovereign cache stats|clear``."""
+"""The cache start-up stage (sqlite default, hooked to document memory once) and ``sovereign cache stats|clear``."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from typer.testing import CliRunner
@@ -14,8 +14,7 @@ from sovereign.cache.keys import cache_key
 from sovereign.cli.main import app
 from sovereign.config import load_settings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
-from sovereign.server.plugins import cache as cache_plugin
-from sovereign.server.response_cache import hook_rag_invalidation
+from sovereign.server.startup import start_cache
 from sovereign.server.state import AppState
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams, Usage
 
@@ -29,22 +28,20 @@ class FakeRag:
         self.on_change: list[Any] = []
 
 
-async def test_plugin_builds_sqlite_cache_and_hooks_rag_in_either_order(tmp_path: Path) -> None:
+async def test_stage_builds_sqlite_cache_and_hooks_document_memory_once(tmp_path: Path) -> None:
     settings = load_settings(data_dir=tmp_path)
     registry = ModelRegistry()
     registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings))
+    rag = FakeRag()
     state = AppState.build(settings, registry)
-    close = await cache_plugin.install(state)
+    state.rag = cast(Any, rag)  # document memory starts before the cache (sovereign.server.startup)
+    close = await start_cache(state)
     assert close is not None
     try:
-        assert state.services["cache"].backend.name == "sqlite"
+        assert state.cache is not None and state.cache.backend.name == "sqlite"
         assert (tmp_path / "cache.sqlite3").exists()
-        rag = FakeRag()
-        state.services["rag"] = rag  # the rag plugin runs after "cache"
-        hook_rag_invalidation(state)
-        hook_rag_invalidation(state)  # idempotent (called at each request)
         assert len(rag.on_change) == 1
-        cache = state.services["cache"]
+        cache = state.cache
         request = GenerationRequest(
             model="m", sampling=SamplingParams(temperature=0), messages=(ChatMessage("user", "What is doc?"),)
         )

@@ -65,7 +65,8 @@ async def test_rag_answer_is_cached_and_evicted_when_its_document_changes(
     gateway: tuple[httpx.AsyncClient, Path, Any, Path],
 ) -> None:
     http, root, state, cache_file = gateway
-    cache: ResponseCache = state.services["cache"]
+    cache = state.cache
+    assert cache is not None
     r = await http.post("/v1/documents", json={"path": str(root)})
     assert r.status_code == 200 and r.json()["added"] == 1, r.text
 

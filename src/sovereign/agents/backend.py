@@ -43,7 +43,7 @@ from sovereign.agents.state import (
     fresh_state,
 )
 from sovereign.backends.base import Capabilities
-from sovereign.errors import EngineError, InvalidRequestError, UnsupportedParameterError
+from sovereign.errors import EngineError, InvalidRequestError, SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.tracing import span
 from sovereign.types import GenerationChunk, GenerationRequest, Usage
@@ -145,6 +145,22 @@ class AgentBackend:
     async def close(self) -> None:
         """Close the checkpointer; the model belongs to the registry and is closed there."""
         await self.graph.close()
+
+    async def source_scope(self, metadata: dict[str, str] | None) -> tuple[str, int]:
+        """:class:`~sovereign.backends.base.SourceScoped`: the collection the pipeline retrieves from
+        (its configured one, else the request's ``metadata.collection``) and its index version.
+
+        Raises:
+            LookupError: no document memory, no collection, or the store cannot tell the version now.
+        """
+        retriever = self.deps.retriever()
+        collection = self.deps.collection or (metadata or {}).get("collection")
+        if retriever is None or not collection:
+            raise LookupError("the agent pipeline has no document memory or collection to scope by")
+        try:
+            return collection, await retriever.index_version(collection)
+        except SovereignError as exc:
+            raise LookupError(f"index version of {collection!r} unavailable: {exc}") from exc
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return await self.deps.model.count_prompt_tokens(request)

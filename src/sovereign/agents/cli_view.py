@@ -6,7 +6,6 @@ below, then sources and the validator's verdict (Rich).
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 from rich.console import Console, Group
@@ -14,8 +13,8 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from sovereign.agents.backend import AgentBackend, response_metadata
-from sovereign.agents.state import NODE_NAMES, AgentDeps, check_conversation_id, check_question
+from sovereign.agents.backend import response_metadata
+from sovereign.agents.state import NODE_NAMES, check_conversation_id, check_question
 from sovereign.config import Settings
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest, SamplingParams
 
@@ -68,13 +67,16 @@ async def run_agent_view(
         InvalidRequestError: empty question or malformed conversation id.
         EngineError / StorageError: the model or the checkpointer cannot start.
     """
-    from sovereign.agents.model_access import token_counter
-    from sovereign.backends.registry import engine_factory
+    from sovereign.agents.assembly import agent_pipeline
+    from sovereign.backends.registry import ModelRegistry, default_engine
 
     console = console or Console()
     question = check_question(question)
     conversation_id = check_conversation_id(conversation_id)
-    model = engine_factory("embedded")(settings=settings.engine)
+    model = default_engine(settings)
+    registry = ModelRegistry()
+    aliases = [settings.agents.model] if settings.agents.model not in (None, model.name) else []
+    registry.add_chat(model, aliases=aliases)  # in this process the agent always uses the [engine] model
     service = None
     try:
         from sovereign.rag.service import RagService
@@ -82,11 +84,8 @@ async def run_agent_view(
         service = await RagService.open(settings)
     except Exception as exc:  # document memory missing or broken: the pipeline degrades, say why
         console.print(f"[yellow]document memory unavailable ({exc}); answers will have no sources[/]")
-    embedder = getattr(service, "embedder", None)
-    deps = AgentDeps(model=model, retriever=lambda: getattr(service, "retriever", None), embedder=embedder,
-                     settings=settings.agents, count_tokens=token_counter(model),
-                     collection=collection or settings.rag.default_collection)
-    backend = AgentBackend(deps, Path(settings.data_dir))
+    backend = agent_pipeline(settings, registry, service, collection=collection)
+    assert backend is not None  # the registry serves the [engine] model it asks for
     board = NodeBoard()
     metadata: dict[str, Any] = {}
     try:

@@ -7,27 +7,72 @@ engine has exactly one generation path. An embedding engine turns texts into uni
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
 
 from sovereign.errors import ContextLengthExceededError
 from sovereign.types import FinishReason, GenerationChunk, GenerationRequest, GenerationResult, Usage
 
+Feature = Literal["json_mode", "json_schema", "tools", "vision", "logprobs", "n", "ignore_eos", "seed",
+                  "completions", "tokenize"]
+"""A request feature a deployment must support to serve it (see :meth:`Capabilities.missing`)."""
+
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
-    """What an engine can do. ``context_window`` is in tokens (prompt + output)."""
+    """What an engine can do; the router reads it to choose deployments that can serve a request.
+
+    ``context_window`` is in tokens (prompt + output). Feature flags: ``json_mode`` (JSON-object
+    grammar), ``json_schema`` (output constrained by a JSON schema), ``tools`` (function calling),
+    ``vision`` (image inputs), ``logprobs``, ``n`` (several choices per request), ``ignore_eos``,
+    ``seed``, ``completions`` (the raw-prompt ``/v1/completions`` API) and ``tokenize`` (an exact
+    token-count endpoint; without it counts are the upper-bound estimate of
+    :mod:`sovereign.backends.context_fit`). ``engine`` and ``owned_by`` are display labels only:
+    nothing may branch on them.
+    """
 
     context_window: int
     json_mode: bool = True
+    json_schema: bool = False
+    tools: bool = False
+    vision: bool = False
+    logprobs: bool = False
+    n: bool = False
     seed: bool = True
     ignore_eos: bool = True
     completions: bool = True
+    tokenize: bool = False
     engine: str = "unknown"
     owned_by: str = "sovereign"
+
+    def missing(self, features: Iterable[Feature]) -> list[Feature]:
+        """The features of ``features`` this engine lacks, in the given order (empty: it can serve)."""
+        return [f for f in features if not getattr(self, f)]  # a field of this dataclass, by its Literal name
+
+    @classmethod
+    def union(cls, caps: Sequence[Capabilities], *, engine: str) -> Capabilities:
+        """What a route over several engines offers: every feature one of them has, the largest window."""
+        flags = {f: any(not c.missing([f]) for c in caps) for f in FEATURES}
+        return cls(context_window=max(c.context_window for c in caps), engine=engine, owned_by=caps[0].owned_by,
+                   **flags)
+
+
+FEATURES: tuple[Feature, ...] = get_args(Feature)
+
+
+def required_features(request: GenerationRequest) -> list[Feature]:
+    """The features a deployment must have to serve ``request`` (see :class:`Capabilities`)."""
+    needed: list[Feature] = []
+    if request.sampling.json_mode:
+        needed.append("json_mode")
+    if request.sampling.ignore_eos:
+        needed.append("ignore_eos")
+    if not request.is_chat:
+        needed.append("completions")
+    return needed
 
 
 @runtime_checkable
@@ -62,6 +107,55 @@ class ChatBackend(Protocol):
         """
 
 
+@runtime_checkable
+class TokenCounting(Protocol):
+    """Optional: a chat backend that counts the tokens of a bare text (no chat template) exactly.
+
+    Callers check ``isinstance(backend, TokenCounting)`` and fall back to
+    :func:`sovereign.backends.context_fit.estimate_tokens` (an upper bound) otherwise.
+    """
+
+    async def count_text_tokens(self, text: str) -> int:
+        """Tokens of ``text``. Raises EngineError subclasses when the engine cannot be asked."""
+
+
+@runtime_checkable
+class HealthProbed(Protocol):
+    """Optional: a chat backend with an active health check (remote engines, the managed engine)."""
+
+    async def health(self) -> float:
+        """Probe the engine once; returns the round trip in seconds. Raises EngineError subclasses."""
+
+
+@runtime_checkable
+class WholeAnswers(Protocol):
+    """Optional: a chat backend that answers some requests in one piece (no upstream stream).
+
+    The router then waits for the whole answer before committing to a deployment, so a failure is
+    still retried elsewhere.
+    """
+
+    def whole_answer(self, request: GenerationRequest) -> bool:
+        """True when ``request`` will be answered in one piece by this backend."""
+
+
+@runtime_checkable
+class SourceScoped(Protocol):
+    """Optional: a chat backend whose answers depend on stored documents (RAG, agents).
+
+    The response cache keys such answers by the collection and that collection's index version, so
+    an ingest or a deletion makes older cached answers unreachable. A backend that is not
+    ``SourceScoped`` answers from the model alone.
+    """
+
+    async def source_scope(self, metadata: dict[str, str] | None) -> tuple[str, int]:
+        """``(collection, index_version)`` the answer to a request with ``metadata`` would read.
+
+        Raises:
+            LookupError: the index version cannot be known now (the store is down); do not cache.
+        """
+
+
 @dataclass(frozen=True, slots=True)
 class ProcessInfo:
     """A supervised engine process as operators see it (``backends list``, ``/admin/backends``)."""
@@ -93,6 +187,9 @@ class EmbeddingBackend(Protocol):
 
     def count_tokens(self, text: str) -> int:
         """Tokens of ``text`` under the embedding model's tokenizer (no truncation)."""
+
+    async def close(self) -> None:
+        """Release the model's threads and connections; idempotent."""
 
 
 async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationResult:

@@ -1,42 +1,52 @@
-"""Public model names -> backends, and the one door through which engines are added.
+"""Public model names -> backends, and the engine kinds that configuration can name.
 
-An engine kind is a factory registered with :func:`register_engine`; the built-in embedded engine
-(kind ``embedded``, a managed llama-server) registers through the same call as any plugin
-(``sovereign.engines`` entry points are loaded too).
+An engine kind is a factory registered through the ``register_engines`` hook
+(:mod:`sovereign.hookspecs`); the built-in kinds (``embedded``, a managed llama-server, and the
+OpenAI-compatible remote engines) register through the same hook in
+:mod:`sovereign.backends.engine_kinds`, exactly as a plugin's would.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from importlib.metadata import entry_points
-from typing import Any
+from typing import TYPE_CHECKING
 
 from sovereign.backends.base import ChatBackend, EmbeddingBackend
-from sovereign.errors import ConfigError, ModelNotFoundError
+from sovereign.errors import ModelNotFoundError
+from sovereign.plugins import Kinds
 
-EngineFactory = Callable[..., ChatBackend]
-_ENGINES: dict[str, EngineFactory] = {}
+if TYPE_CHECKING:
+    import httpx
 
-
-def register_engine(kind: str, factory: EngineFactory) -> None:
-    """Make engine ``kind`` available to configuration (``engine = "kind"`` in a deployment)."""
-    _ENGINES[kind] = factory
+    from sovereign.config import DeploymentSettings, Settings
 
 
-def engine_factory(kind: str) -> EngineFactory:
-    """The factory for ``kind``; loads ``sovereign.engines`` entry points on first miss.
+@dataclass(frozen=True, slots=True)
+class EngineContext:
+    """What an engine factory may use besides its deployment's settings.
 
-    Raises:
-        ConfigError: no engine of that kind is installed.
+    Attributes:
+        settings: the whole configuration (``[engine]`` for managed engines).
+        client: the gateway's shared HTTP connection pool for remote engines.
+        connect_timeout_s, total_timeout_s: ``[backends]`` timeouts in seconds.
     """
-    if kind not in _ENGINES:
-        for ep in entry_points(group="sovereign.engines"):
-            if ep.name == kind:
-                register_engine(kind, ep.load())
-    if kind not in _ENGINES:
-        raise ConfigError(f"Unknown engine kind {kind!r}; known: {', '.join(sorted(_ENGINES)) or 'none'}.")
-    return _ENGINES[kind]
+
+    settings: Settings
+    client: httpx.AsyncClient
+    connect_timeout_s: float
+    total_timeout_s: float
+
+
+EngineFactory = Callable[["DeploymentSettings", EngineContext], ChatBackend]
+ENGINES: Kinds[EngineFactory] = Kinds("engine", "backends.deployments[].engine", "register_engines")
+
+
+def default_engine(settings: Settings) -> ChatBackend:
+    """The ``[engine]`` model: a managed llama-server (not started; imported on first use)."""
+    from sovereign.backends.managed import ManagedLlamaServer
+
+    return ManagedLlamaServer(settings=settings.engine)
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,15 +149,12 @@ class ModelRegistry:
             await backend.start()
 
     async def close_all(self) -> None:
+        """Close every chat backend, then every embedding backend."""
         for backend in list(self._chat.values()):
             await backend.close()
+        for embedder in list(self._embedding.values()):
+            await embedder.close()
 
 
-def _embedded(**kwargs: Any) -> ChatBackend:
-    """The managed llama-server (imported on first use: it is the only module spawning engines)."""
-    from sovereign.backends.managed import ManagedLlamaServer
-
-    return ManagedLlamaServer(**kwargs)
-
-
-register_engine("embedded", _embedded)
+def register_engine(kind: str, factory: object) -> None:
+    """TEMPORARY shim while openai_compat.py is being edited elsewhere; removed in this change."""

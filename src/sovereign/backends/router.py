@@ -30,14 +30,23 @@ import logging
 import random
 import time
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
-from sovereign.backends.base import Capabilities, ChatBackend, SupervisedEngine, collect
+from sovereign.backends.base import (
+    Capabilities,
+    ChatBackend,
+    HealthProbed,
+    SupervisedEngine,
+    TokenCounting,
+    WholeAnswers,
+    collect,
+    required_features,
+)
 from sovereign.backends.breaker import BreakerState, CircuitBreaker
-from sovereign.backends.context_fit import FitResult, TrimPolicy, fit_request
+from sovereign.backends.context_fit import FitResult, TrimPolicy, estimate_tokens, fit_request
 from sovereign.config import BackendsSettings
 from sovereign.errors import (
     ContextLengthExceededError,
@@ -103,21 +112,16 @@ class Deployment:
 
     async def count(self, text: str) -> int:
         """Tokens of ``text`` under this deployment's tokenizer (engine endpoint, embedded, or estimate)."""
-        counter = getattr(self.backend, "count_text_tokens", None)
-        if counter is not None:
-            return int(await counter(text))
-        tokenize = getattr(self.backend, "tokenize", None)
-        if tokenize is not None and self.backend.ready:
-            return len(tokenize(text))
-        return len(text.encode()) // 2 + 1
+        if isinstance(self.backend, TokenCounting):
+            return int(await self.backend.count_text_tokens(text))
+        return estimate_tokens(text)
 
     async def probe(self) -> bool:
         """Active health check: updates latency, ``sovereign_engine_up`` and the breaker; never raises."""
-        health = getattr(self.backend, "health", None)
         started = time.perf_counter()
         try:
-            if health is not None:
-                self.last_latency_s = float(await health())
+            if isinstance(self.backend, HealthProbed):
+                self.last_latency_s = float(await self.backend.health())
             elif not self.backend.ready:  # still loading: down, but not a failure to charge the breaker
                 self.last_probe_ok, self.last_error = False, "loading"
                 metrics.ENGINE_UP.labels(engine=self.name).set(0)
@@ -191,15 +195,8 @@ class Router:
 
     @property
     def capabilities(self) -> Capabilities:
-        caps = [d.backend.capabilities for d in self.deployments]
-        return Capabilities(
-            context_window=max(d.context_window for d in self.deployments),
-            json_mode=any(c.json_mode for c in caps),
-            seed=any(c.seed for c in caps),
-            ignore_eos=any(c.ignore_eos for c in caps),
-            engine="router: " + ", ".join(d.name for d in self.deployments),
-            owned_by=caps[0].owned_by,
-        )
+        caps = [replace(d.backend.capabilities, context_window=d.context_window) for d in self.deployments]
+        return Capabilities.union(caps, engine="router: " + ", ".join(d.name for d in self.deployments))
 
     @property
     def ready(self) -> bool:
@@ -270,8 +267,15 @@ class Router:
         deadline = loop.time() + self.policy.total_timeout_s
         errors: list[tuple[str, SovereignError]] = []
         previous: str | None = None
+        needed = required_features(request)
         for dep in self.order(request.user):
             if dep.name in skip:
+                previous = dep.name
+                continue
+            missing = dep.backend.capabilities.missing(needed)
+            if missing:  # a deployment that cannot serve the request is passed over (no breaker charge)
+                errors.append((dep.name, UnsupportedParameterError(
+                    f"{dep.name} ({dep.engine}) does not support {', '.join(missing)}.", param=missing[0])))
                 previous = dep.name
                 continue
             if not dep.breaker.allow():
@@ -366,9 +370,9 @@ class Router:
                     retries += 1
                     metrics.ENGINE_RETRIES.labels(engine=dep.name).inc()
                 chunks = dep.backend.stream(request)
-                whole = getattr(dep.backend, "whole_answer", None)
+                whole = isinstance(dep.backend, WholeAnswers) and dep.backend.whole_answer(request)
                 try:
-                    first = await self._first(dep, chunks, deadline, whole=bool(whole and whole(request)))
+                    first = await self._first(dep, chunks, deadline, whole=whole)
                 except EngineError:
                     await chunks.aclose()  # type: ignore[attr-defined]
                     dep.breaker.record_failure()

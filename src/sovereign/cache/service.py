@@ -62,7 +62,6 @@ class ResponseCache:
         self.embedder = embedder
         self.settings = settings
         self.timeout_s = settings.timeout_ms / 1000
-        self.hooked_to: Any = None  # the rag service whose on_change list holds our callback
         self._tasks: set[asyncio.Future[Any]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
 

@@ -14,7 +14,7 @@ from sovereign.cli.common import ConfigOption, settings_from
 
 async def _run(question: str, collection: str | None, top_k: int | None, max_tokens: int, config: Path | None,
                store: str | None) -> None:
-    from sovereign.backends.registry import engine_factory
+    from sovereign.backends.registry import default_engine
     from sovereign.rag.answer import RagChatBackend
     from sovereign.rag.service import RagService
     from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
@@ -23,7 +23,7 @@ async def _run(question: str, collection: str | None, top_k: int | None, max_tok
     console = Console()
     service = await RagService.open(settings)
     try:
-        engine = engine_factory("embedded")(settings=settings.engine)
+        engine = default_engine(settings)
         rag = RagChatBackend(lambda: engine, service.retriever,
                              collection=collection or settings.rag.default_collection,
                              top_k=top_k if top_k is not None else settings.rag.top_k, answer_tokens=max_tokens,

@@ -51,7 +51,7 @@ def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[s
 
 async def _probe_locally(settings: Settings, name: str | None) -> dict[str, Any]:
     from sovereign.backends.registry import ModelRegistry
-    from sovereign.server.plugins.routing import build_deployments, validate_backends
+    from sovereign.backends.routing_table import build_deployments, validate_backends
 
     validate_backends(settings.backends, settings.engine.model_name)
     chosen = [d for d in settings.backends.deployments if d.engine != "embedded" and name in (None, d.name)]

@@ -17,7 +17,7 @@ cache_app = typer.Typer(help="Inspect or empty the response cache.", no_args_is_
 
 
 async def _with_backend(settings: Settings, action: str) -> Any:
-    from sovereign.server.plugins.cache import build_backend
+    from sovereign.cache.backends import build_backend
 
     backend = build_backend(settings)
     await backend.open()

@@ -68,10 +68,10 @@ def chat(
     seed: Annotated[int | None, typer.Option(help="Sampling seed for reproducible answers.")] = None,
 ) -> None:
     """Chat with the embedded model in the terminal."""
-    from sovereign.backends.registry import engine_factory
+    from sovereign.backends.registry import default_engine
 
     settings = settings_from(config)
-    backend = engine_factory("embedded")(settings=settings.engine)
+    backend = default_engine(settings)
     sampling = SamplingParams(max_tokens=max_tokens, temperature=temperature, seed=seed)
     asyncio.run(_run(backend, prompt, system, sampling))
 

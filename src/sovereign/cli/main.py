@@ -1,14 +1,12 @@
-"""The ``sovereign`` command: a Typer app whose command groups live one per module in this package.
+"""The ``sovereign`` command: a Typer app filled through the ``register_commands`` hook.
 
-Each module ``sovereign.cli.<name>`` exposes ``register(app: typer.Typer) -> None``; they are found
-by :func:`pkgutil.iter_modules`, so a new command group is one new module and no central edit.
+The built-in groups live one per module in this package (listed in :mod:`sovereign.cli.commands`);
+a plugin adds its own through the same hook.
 Every :class:`~sovereign.errors.SovereignError` is printed as a one-line message with exit code 1.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
 import sys
 
 import typer
@@ -27,15 +25,10 @@ err_console = Console(stderr=True)
 
 
 def _register_commands() -> None:
-    import sovereign.cli as package
+    """Built-in and plugin commands, through the ``register_commands`` hook."""
+    from sovereign.plugins import manager
 
-    for module in sorted(pkgutil.iter_modules(package.__path__), key=lambda m: m.name):
-        if module.name in {"main", "common"} or module.name.startswith("_"):
-            continue
-        loaded = importlib.import_module(f"sovereign.cli.{module.name}")
-        register = getattr(loaded, "register", None)
-        if register is not None:
-            register(app)
+    manager().hook.register_commands(cli=app)
 
 
 _register_commands()

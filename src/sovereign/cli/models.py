@@ -22,8 +22,8 @@ def model_rows(settings: Settings) -> list[tuple[str, str, str]]:
     Raises:
         ConfigError: an invalid ``[backends]`` section (as ``sovereign serve`` would report it).
     """
+    from sovereign.backends.routing_table import validate_backends
     from sovereign.server.app import EMBEDDING_ALIASES, build_registry
-    from sovereign.server.plugins.routing import validate_backends
 
     cfg = settings.backends
     embedded = settings.engine.model_name

@@ -12,17 +12,25 @@ citation ``[n]`` in the answer; sentences the model left uncited are attributed 
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from sovereign.backends.base import Capabilities, ChatBackend
-from sovereign.errors import InvalidRequestError, NotFoundError
+from sovereign.backends.registry import ModelRegistry
+from sovereign.config import Settings
+from sovereign.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, SovereignError
 from sovereign.rag.citations import CitationAttributor
 from sovereign.rag.models import Retriever, SearchHit
 from sovereign.rag.retrieve import check_top_k
 from sovereign.rag.stores.base import check_collection
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest
 
+if TYPE_CHECKING:
+    from sovereign.rag.service import RagService
+
+log = logging.getLogger("sovereign.rag")
 RAG_MODEL_NAME = "sovereign-rag"
 SYSTEM_PROMPT = (
     "Answer the question using only the numbered sources below. After each statement, cite the "
@@ -78,6 +86,17 @@ class RagChatBackend:
 
     async def close(self) -> None:
         """Nothing of its own to release; the inner model is closed by the registry."""
+
+    async def source_scope(self, metadata: dict[str, str] | None) -> tuple[str, int]:
+        """:class:`~sovereign.backends.base.SourceScoped`: the collection answered from and its index version.
+
+        Raises:
+            LookupError: the store cannot tell the version now.
+        """
+        try:
+            return self.collection, await self.retriever.index_version(self.collection)
+        except SovereignError as exc:
+            raise LookupError(f"index version of {self.collection!r} unavailable: {exc}") from exc
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         prompt, _ = await self._build(request)
@@ -145,3 +164,19 @@ class RagChatBackend:
                 yield replace(chunk, text=text, metadata={**(chunk.metadata or {}), **metadata})
         finally:
             await stream.aclose()  # type: ignore[attr-defined]
+
+
+def rag_pipeline(settings: Settings, registry: ModelRegistry, rag: RagService | None) -> RagChatBackend | None:
+    """``sovereign-rag`` over ``rag``'s retriever and the ``[engine]`` model (resolved per call, so
+    routing applies); None (logged) without document memory or when that model is not served."""
+    model_name = settings.engine.model_name
+    if rag is None:
+        log.warning("sovereign-rag not served: document memory is off")
+        return None
+    try:
+        registry.chat(model_name)
+    except ModelNotFoundError:
+        log.warning("sovereign-rag not served: chat model %r is not served", model_name)
+        return None
+    return RagChatBackend(lambda: registry.chat(model_name), rag.retriever, collection=settings.rag.default_collection,
+                          top_k=settings.rag.top_k, answer_tokens=settings.rag.answer_max_tokens)

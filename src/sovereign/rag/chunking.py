@@ -13,13 +13,22 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 from sovereign.errors import InvalidRequestError
 from sovereign.rag.loaders import Section
 from sovereign.rag.models import ChunkRecord
 
 Tokenize = Callable[[str], Any]  # returns a ``tokenizers.Encoding`` (``.ids``, ``.offsets``)
+
+
+@runtime_checkable
+class OffsetTokenizing(Protocol):
+    """Optional on an embedding backend: its own tokenizer with character offsets, so chunks are
+    measured in the tokens the model will see (else the MiniLM tokenizer is used)."""
+
+    def tokenize(self, text: str) -> Any:
+        """A ``tokenizers.Encoding`` of ``text`` (``.ids``, ``.offsets``), no special tokens."""
 
 
 def minilm_tokenizer() -> Tokenize:

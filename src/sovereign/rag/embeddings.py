@@ -88,6 +88,10 @@ class OnnxMiniLMEmbedder:
         """The ``tokenizers.Encoding`` of ``text`` without special tokens (offsets for chunking)."""
         return self._counter.encode(text, add_special_tokens=False)
 
+    async def close(self) -> None:
+        """Stop the inference thread (waits for a running batch)."""
+        self._executor.shutdown(wait=True)
+
     def embed_sync(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """Embed on the calling thread in batches of ``settings.batch_size``; see :meth:`embed`."""
         if not texts:
@@ -156,6 +160,10 @@ class RemoteEmbedder:
     def count_tokens(self, text: str) -> int:
         """Approximate (remote tokenizer unknown): whitespace words x 1.3, rounded up."""
         return int(len(text.split()) * 1.3) + 1
+
+    async def close(self) -> None:
+        """Close the HTTP client (this embedder's own; see :func:`sovereign.rag.service.build_embedder`)."""
+        await self._client.aclose()
 
     async def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         """Embed ``texts`` in requests of ``settings.batch_size`` inputs each.

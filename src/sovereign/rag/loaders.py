@@ -5,6 +5,9 @@ Supported: ``.txt``, ``.md``/``.markdown``, ``.rst`` (and Sphinx ``.rst.txt``), 
 ``div.body`` / ``main`` / ``article`` preferred as the content root) and ``.pdf`` (pypdf; one
 section per page, heading ``page N``). Everything else is *unknown* and skipped by ingestion.
 
+Formats are kinds registered through the ``register_loaders`` hook (built-ins in
+:mod:`sovereign.rag.loader_kinds`): a plugin adds a format with one :class:`Loader`.
+
 Errors: :class:`~sovereign.errors.InvalidRequestError` (code ``unparseable_document``) when a
 file cannot be decoded or parsed; ingestion reports it and skips the file, never aborts.
 Text files must be UTF-8 (a BOM is accepted); other encodings are reported, not guessed.
@@ -13,18 +16,14 @@ Text files must be UTF-8 (a BOM is accepted); other encodings are reported, not 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sovereign.errors import InvalidRequestError
-
-HTML_SUFFIXES = {".html", ".htm", ".xhtml"}
-TEXT_SUFFIXES = {".txt", ".text"}
-MARKDOWN_SUFFIXES = {".md", ".markdown"}
-RST_SUFFIXES = {".rst"}
-PDF_SUFFIXES = {".pdf"}
-SUPPORTED_SUFFIXES = HTML_SUFFIXES | TEXT_SUFFIXES | MARKDOWN_SUFFIXES | RST_SUFFIXES | PDF_SUFFIXES
+from sovereign.extras import require
+from sovereign.plugins import Kinds
 
 _DROP_SELECTORS = (
     "script", "style", "noscript", "nav", "header", "footer", "aside", "form", "iframe", "svg",
@@ -59,22 +58,28 @@ class LoadedDocument:
         return not any(s.text.strip() for s in self.sections)
 
 
+@dataclass(frozen=True, slots=True)
+class Loader:
+    """One document format: the file suffixes it claims (lower case, with the dot; compound ones
+    like ``.rst.txt`` allowed) and ``load(data, name) -> LoadedDocument``, raising
+    :class:`~sovereign.errors.InvalidRequestError` (code ``unparseable_document``) on a bad file."""
+
+    suffixes: frozenset[str]
+    load: Callable[[bytes, str], LoadedDocument]
+
+
+LOADERS: Kinds[Loader] = Kinds("document loader", "ingest", "register_loaders")
+
+
 def file_kind(path: Path) -> str | None:
-    """``html``, ``markdown``, ``rst``, ``text``, ``pdf`` or None (unknown: skip)."""
+    """The loader kind for ``path`` (``html``, ``markdown``, ``rst``, ``text``, ``pdf``, or a
+    plugin's), or None (unknown: skip). A compound suffix (``x.rst.txt``) wins over its last part."""
     suffixes = [s.lower() for s in path.suffixes[-2:]]
-    suffix = suffixes[-1] if suffixes else ""
-    if suffixes == [".rst", ".txt"]:
-        return "rst"
-    if suffix in HTML_SUFFIXES:
-        return "html"
-    if suffix in MARKDOWN_SUFFIXES:
-        return "markdown"
-    if suffix in RST_SUFFIXES:
-        return "rst"
-    if suffix in TEXT_SUFFIXES:
-        return "text"
-    if suffix in PDF_SUFFIXES:
-        return "pdf"
+    candidates = ["".join(suffixes), suffixes[-1]] if suffixes else []
+    for suffix in candidates:
+        for kind in LOADERS.names():
+            if suffix in LOADERS.get(kind).suffixes:
+                return kind
     return None
 
 
@@ -88,17 +93,35 @@ def load_bytes(data: bytes, name: str, kind: str) -> LoadedDocument:
 
     Raises:
         InvalidRequestError: undecodable text, corrupt PDF or HTML the parser rejects.
+        ConfigError: no loader of that kind is installed.
     """
-    if kind == "pdf":
-        return _load_pdf(data, name)
-    text = _decode(data, name)
-    if kind == "html":
-        return _load_html(text, name)
-    if kind == "markdown":
-        return _load_lines(text, name, _markdown_heading, "markdown")
-    if kind == "rst":
-        return _load_lines(text, name, _rst_heading, "rst")
-    return LoadedDocument(title=name, sections=[Section("", text.strip())], metadata={"format": "text"})
+    return LOADERS.get(kind).load(data, name)
+
+
+def load_text(data: bytes, name: str) -> LoadedDocument:
+    """Plain UTF-8 text: one section."""
+    return LoadedDocument(title=name, sections=[Section("", _decode(data, name).strip())], metadata={"format": "text"})
+
+
+def load_html(data: bytes, name: str) -> LoadedDocument:
+    """HTML: headings become sections; navigation and chrome are dropped."""
+    return _load_html(_decode(data, name), name)
+
+
+def load_markdown(data: bytes, name: str) -> LoadedDocument:
+    """Markdown: ATX headings (``#``) start sections; fenced code is kept whole."""
+    return _load_lines(_decode(data, name), name, _markdown_heading, "markdown")
+
+
+def load_rst(data: bytes, name: str) -> LoadedDocument:
+    """reStructuredText: underlined titles start sections."""
+    return _load_lines(_decode(data, name), name, _rst_heading, "rst")
+
+
+def load_pdf(data: bytes, name: str) -> LoadedDocument:
+    """PDF (pypdf, extra ``pdf``): one section per page. Raises MissingExtraError without pypdf."""
+    require("pypdf", extra="pdf", feature="PDF ingestion")
+    return _load_pdf(data, name)
 
 
 def _unparseable(message: str) -> InvalidRequestError:

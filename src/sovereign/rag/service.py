@@ -1,6 +1,6 @@
 """The document-memory service: one object holding the store, retriever and ingestor.
 
-What the server (``state.services["rag"]``), the CLI and the agent pipeline use. Other rooms
+What the server (``AppState.rag``), the CLI and the agent pipeline use. Other rooms
 subscribe to content changes through :attr:`RagService.on_change` (the response cache evicts
 answers that cited a changed document): each callback receives ``(doc_ids, collection)`` after
 every ingestion or deletion that changed something.
@@ -17,7 +17,7 @@ from typing import Any
 from sovereign.backends.base import EmbeddingBackend
 from sovereign.config import Settings
 from sovereign.errors import NotFoundError
-from sovereign.rag.chunking import Chunker, minilm_tokenizer
+from sovereign.rag.chunking import Chunker, OffsetTokenizing, minilm_tokenizer
 from sovereign.rag.ingest import Ingestor, IngestReport, Progress, SourceFile
 from sovereign.rag.models import DocumentRecord
 from sovereign.rag.retrieve import HybridRetriever
@@ -53,7 +53,7 @@ class RagService:
         self.settings = settings
         self.store = store
         self.embedder = embedder
-        tokenize = getattr(embedder, "tokenize", None) or minilm_tokenizer()
+        tokenize = embedder.tokenize if isinstance(embedder, OffsetTokenizing) else minilm_tokenizer()
         self.chunker = Chunker(tokenize, settings.rag.chunk_tokens, settings.rag.chunk_overlap)
         self.ingestor = Ingestor(store, embedder, self.chunker, max_file_bytes=settings.rag.max_file_bytes,
                                 flush_chunks=settings.rag.ingest_batch_chunks)
@@ -80,12 +80,7 @@ class RagService:
             await self.store.close()
         finally:
             if self._owns_embedder:
-                client = getattr(self.embedder, "_client", None)
-                if client is not None:
-                    await client.aclose()
-                executor = getattr(self.embedder, "_executor", None)
-                if executor is not None:
-                    executor.shutdown(wait=True)
+                await self.embedder.close()
 
     @property
     def default_collection(self) -> str:

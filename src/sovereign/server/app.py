@@ -9,24 +9,22 @@ unexpected becomes a 500 envelope without internals.
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
-import pkgutil
-from collections.abc import AsyncIterator, Awaitable, Callable
-from contextlib import asynccontextmanager
-from types import ModuleType
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from sovereign.backends.registry import ModelRegistry, engine_factory
+from sovereign.backends.registry import ModelRegistry, default_engine
 from sovereign.config import Settings
 from sovereign.errors import SovereignError
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
-from sovereign.server import plugins, routes
+from sovereign.server import routes
 from sovereign.server.middleware import GatewayMiddleware
 from sovereign.server.responses import OrjsonResponse
+from sovereign.server.startup import start_all
 from sovereign.server.state import AppState
 
 log = logging.getLogger("sovereign.server")
@@ -40,7 +38,7 @@ def build_registry(settings: Settings, *, embedding: bool = True) -> ModelRegist
     registry starts) and,
     unless ``embedding`` is False, the MiniLM embedding model (its ONNX session loads here)."""
     registry = ModelRegistry()
-    registry.add_chat(engine_factory("embedded")(settings=settings.engine))
+    registry.add_chat(default_engine(settings))
     if embedding:
         registry.add_embedding(OnnxMiniLMEmbedder(settings.embeddings), aliases=list(EMBEDDING_ALIASES))
     return registry
@@ -89,12 +87,6 @@ def _log_load_failure(task: asyncio.Task[None]) -> None:
         log.error("model load failed: %s", task.exception())
 
 
-def _modules(package: ModuleType) -> list[ModuleType]:
-    """Every module of ``package`` in name order (routes and plugins are discovered, not listed)."""
-    names = sorted(m.name for m in pkgutil.iter_modules(package.__path__) if not m.name.startswith("_"))
-    return [importlib.import_module(f"{package.__name__}.{name}") for name in names]
-
-
 def create_app(settings: Settings, registry: ModelRegistry | None = None) -> FastAPI:
     """Build the gateway. Models load in the background after start-up; ``/readyz`` says when done.
 
@@ -106,26 +98,21 @@ def create_app(settings: Settings, registry: ModelRegistry | None = None) -> Fas
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        closers: list[Callable[[], Awaitable[None]]] = []
-        for plugin in sorted(_modules(plugins), key=lambda m: getattr(m, "ORDER", 100)):
-            closer = await plugin.install(state)
-            if closer is not None:
-                closers.append(closer)
-        loader = asyncio.create_task(state.registry.start_all())
-        loader.add_done_callback(_log_load_failure)
-        app.state.loader = loader
-        try:
-            yield
-        finally:
-            loader.cancel()
-            await state.registry.close_all()  # engines stop first, while logging and tracing still run
-            for closer in reversed(closers):
-                await closer()
+        async with AsyncExitStack() as stack:
+            await start_all(state, stack)  # the rooms, in the order sovereign.server.startup declares
+            loader = asyncio.create_task(state.registry.start_all())
+            loader.add_done_callback(_log_load_failure)
+            app.state.loader = loader
+            try:
+                yield
+            finally:
+                loader.cancel()
+                await state.registry.close_all()  # engines stop first, while logging and tracing still run
 
     app = FastAPI(title="Sovereign", version="0.1.0", lifespan=lifespan, default_response_class=OrjsonResponse)
     app.state.sovereign = state
     _install_error_handlers(app)
-    for module in _modules(routes):
-        app.include_router(module.router)
+    for router in routes.ROUTERS:
+        app.include_router(router)
     app.add_middleware(GatewayMiddleware, max_body_bytes=settings.server.max_body_bytes)
     return app

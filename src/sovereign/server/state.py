@@ -3,27 +3,38 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from fastapi import Request
 
 from sovereign.backends.registry import ModelRegistry
 from sovereign.config import Settings, resolve_secret
-from sovereign.errors import AuthenticationError, PermissionDeniedError
+from sovereign.errors import AuthenticationError, ConfigError, EngineUnavailableError, PermissionDeniedError
+
+if TYPE_CHECKING:
+    from sovereign.backends.routing_table import RouteControl
+    from sovereign.cache.service import ResponseCache
+    from sovereign.rag.service import RagService
 
 
 @dataclass
 class AppState:
-    """Everything assembled at start-up: settings, the model registry and optional rooms.
+    """Everything assembled at start-up (see :mod:`sovereign.server.startup` for the order).
 
-    ``services`` holds rooms plugged in later (document memory, cache, agents) by name, so the
-    app factory is the only place that knows them all.
+    Attributes:
+        settings: loaded settings. registry: public model names -> chat and embedding backends.
+        rag: document memory, None when off or not installed.
+        cache: the response cache, None when off.
+        routing: deployments, routes and the switchable default route (set once started).
+        api_keys / admin_keys: accepted bearer tokens (empty: single-user local mode).
     """
 
     settings: Settings
     registry: ModelRegistry
-    services: dict[str, Any] = field(default_factory=dict)
+    rag: RagService | None = None
+    cache: ResponseCache | None = None
+    routing: RouteControl | None = None
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
 
@@ -35,6 +46,18 @@ class AppState:
 
         return cls(settings, registry, api_keys=keys(settings.server.api_keys_env),
                    admin_keys=keys(settings.server.admin_keys_env))
+
+    def require_rag(self) -> RagService:
+        """Document memory, or EngineUnavailableError (503) when it is not running."""
+        if self.rag is None:
+            raise EngineUnavailableError("Document memory is not available on this server.")
+        return self.rag
+
+    def require_routing(self) -> RouteControl:
+        """The routing table, or ConfigError when it was not started."""
+        if self.routing is None:
+            raise ConfigError("Routing is not started on this server.")
+        return self.routing
 
 
 def get_state(request: Request) -> AppState:

@@ -12,14 +12,22 @@ from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from fastapi.responses import StreamingResponse
 
 from sovereign.types import GenerationChunk, GenerationResult, Usage
 
 DONE_EVENT = b"data: [DONE]\n\n"
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}  # no proxy buffering (nginx)
+
+
+def sse_response(events: AsyncIterator[bytes], headers: dict[str, str] | None = None) -> StreamingResponse:
+    """A ``text/event-stream`` response of ``events`` with the no-buffering headers plus ``headers``."""
+    return StreamingResponse(events, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
 
 
 def sse_event(payload: dict[str, Any]) -> bytes:

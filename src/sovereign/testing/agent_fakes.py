@@ -125,6 +125,9 @@ class FakeEmbedder:
             self._cache[text] = vector
         return vector
 
+    async def close(self) -> None:
+        """Nothing to release."""
+
     async def embed(self, texts: Sequence[str]) -> tuple[np.ndarray, int]:
         if self.fail:
             raise EngineError("fake embedder failure")

@@ -1,0 +1,19 @@
+"""The gateway's HTTP routes, one module per API area, mounted in this order by the app factory."""
+
+from __future__ import annotations
+
+from sovereign.server.routes import (
+    admin,
+    conversations,
+    documents,
+    embeddings,
+    generation,
+    health,
+    models,
+    system,
+)
+
+ROUTERS = (
+    admin.router, conversations.router, documents.router, embeddings.router, generation.router, health.router,
+    models.router, system.router,
+)

@@ -13,8 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
 
-from sovereign.errors import ConfigError
-from sovereign.server.plugins.routing import RouteControl
+from sovereign.backends.routing_table import RouteControl
 from sovereign.server.state import get_state, require_admin
 
 router = APIRouter()
@@ -33,11 +32,8 @@ class Ping(_Body):
 
 
 def control_of(request: Request) -> RouteControl:
-    """The routing room's control object. Raises ConfigError when the plugin is absent."""
-    control = get_state(request).services.get("routing")
-    if control is None:
-        raise ConfigError("The routing plugin is not installed.")
-    return control
+    """The routing room's control object. Raises ConfigError before it started."""
+    return get_state(request).require_routing()
 
 
 @router.get("/admin/backends", dependencies=[Depends(require_admin)])

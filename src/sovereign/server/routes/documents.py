@@ -23,7 +23,7 @@ from fastapi.exceptions import RequestValidationError
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
-from sovereign.errors import EngineUnavailableError, InvalidRequestError, NotFoundError, PermissionDeniedError
+from sovereign.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from sovereign.rag.ingest import IngestReport, SourceFile
 from sovereign.rag.service import RagService
 from sovereign.rag.stores.base import check_collection
@@ -55,10 +55,7 @@ class SearchBody(BaseModel):
 
 
 def _service(request: Request) -> RagService:
-    service = get_state(request).services.get("rag")
-    if service is None:
-        raise EngineUnavailableError("Document memory is not available on this server.")
-    return service
+    return get_state(request).require_rag()
 
 
 def _allowed(path: str, roots: list[Path]) -> Path:

@@ -1,4 +1,4 @@
-"""Start-up plugin: logs, traces and host metrics from ``settings.observability``.
+"""Start and stop the gateway's observability: logs, traces and host metrics from ``settings.observability``.
 
 Installs the JSON log handler (:func:`~sovereign.observability.logging.configure_logging`), the
 OTLP/HTTP trace exporter when ``otlp_endpoint`` is set, and the GPU / disk sampler. The returned
@@ -12,25 +12,23 @@ import logging
 import os
 from collections.abc import Awaitable, Callable
 
+from sovereign.config import Settings
 from sovereign.observability.logging import configure_logging
 from sovereign.observability.system import start_sampler
 from sovereign.observability.tracing import configure_tracing
-from sovereign.server.state import AppState
 
 log = logging.getLogger("sovereign.observability")
 
 
-ORDER = 0  # before every other plugin: their start-up logs are structured too
-
-
-async def install(state: AppState) -> Callable[[], Awaitable[None]]:
-    settings = state.settings.observability
-    restore_logging = configure_logging(settings)
-    close_tracing = configure_tracing(settings)
-    stop_sampler = start_sampler(state.settings.data_dir, settings.system_metrics_interval_s)
+async def start_observability(settings: Settings) -> Callable[[], Awaitable[None]]:
+    """Configure logs, traces and the host sampler; return the async ``close``."""
+    observability = settings.observability
+    restore_logging = configure_logging(observability)
+    close_tracing = configure_tracing(observability)
+    stop_sampler = start_sampler(settings.data_dir, observability.system_metrics_interval_s)
     log.info(
         "observability ready",
-        extra={"tracing": bool(close_tracing), "capture_content": settings.capture_content},
+        extra={"tracing": bool(close_tracing), "capture_content": observability.capture_content},
     )
 
     async def close() -> None:

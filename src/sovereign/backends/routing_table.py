@@ -1,4 +1,4 @@
-"""Start-up plugin: builds deployments and routes from ``[backends]`` and registers them.
+"""The routing table: deployments and routes from ``[backends]``, registered in the model registry.
 
 For every public model named by ``[[backends.deployments]]`` a :class:`~sovereign.backends.router.Router`
 is registered (replacing the embedded model when a route reuses its name), plus the switchable
@@ -18,15 +18,13 @@ from typing import Any
 
 import httpx
 
-from sovereign.backends import openai_compat  # noqa: F401  (registers the OpenAI-compatible engine kinds)
 from sovereign.backends.base import Capabilities, ChatBackend
 from sovereign.backends.breaker import CircuitBreaker
-from sovereign.backends.registry import ModelRegistry, engine_factory
+from sovereign.backends.registry import ENGINES, EngineContext, ModelRegistry
 from sovereign.backends.router import Deployment, Router, RoutingPolicy
 from sovereign.config import BackendsSettings, Settings
 from sovereign.conversations import ConversationStore, open_store
 from sovereign.errors import ConfigError, NotFoundError
-from sovereign.server.state import AppState
 from sovereign.types import GenerationChunk, GenerationRequest
 
 log = logging.getLogger("sovereign.routing")
@@ -35,9 +33,11 @@ log = logging.getLogger("sovereign.routing")
 def validate_backends(cfg: BackendsSettings, embedded_model: str) -> dict[str, list[str]]:
     """Check ``[backends]`` beyond types; return public model -> deployment names (fallback order).
 
+    Each kind's factory checks its own fields (a remote engine's ``base_url``) when it is built.
+
     Raises:
-        ConfigError: duplicate deployment names, a remote deployment without base_url, an alias or
-            ``default_route`` naming nothing, an alias shadowing a model.
+        ConfigError: duplicate deployment names, an engine kind no plugin registers, a malformed
+            base_url, an alias or ``default_route`` naming nothing, an alias shadowing a model.
     """
     routes: dict[str, list[str]] = defaultdict(list)
     seen: set[str] = set()
@@ -45,10 +45,7 @@ def validate_backends(cfg: BackendsSettings, embedded_model: str) -> dict[str, l
         if d.name in seen:
             raise ConfigError(f"backends.deployments: the name {d.name!r} is used twice; names must be unique.")
         seen.add(d.name)
-        if d.engine != "embedded" and not d.base_url:
-            raise ConfigError(f"backends.deployments[{d.name}]: engine {d.engine} needs base_url (…/v1).")
-        if d.engine != "embedded" and d.model_path is not None:
-            raise ConfigError(f"backends.deployments[{d.name}]: model_path is for engine = \"embedded\" only.")
+        ENGINES.get(d.engine)  # an unknown kind fails here, listing the installed ones
         if d.base_url and not d.base_url.startswith(("http://", "https://")):
             raise ConfigError(f"backends.deployments[{d.name}]: base_url must start with http:// or https://.")
         routes[d.model].append(d.name)
@@ -77,6 +74,9 @@ class RouteControl:
         default_model: str,
         default_target: str,
         policy: RoutingPolicy,
+        *,
+        client: httpx.AsyncClient | None = None,
+        store_factory: Callable[[], Awaitable[ConversationStore]] | None = None,
     ) -> None:
         self.registry = registry
         self.deployments = deployments
@@ -85,8 +85,26 @@ class RouteControl:
         self.current = default_target
         self._single = {name: Router(name, [d], policy) for name, d in deployments.items()}
         self.store: ConversationStore | None = None
-        self._store_factory: Callable[[], Awaitable[ConversationStore]] | None = None
+        self._store_factory = store_factory
         self._store_lock = asyncio.Lock()
+        self._client = client
+        self.prober: asyncio.Task[None] | None = None
+
+    async def close(self) -> None:
+        """Stop probing; close the remote backends, any managed engine a route replaced, the HTTP
+        pool and the conversation store. The registry's own ``[engine]`` model is not closed here."""
+        if self.prober is not None:
+            self.prober.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.prober
+        registered = {id(b) for b in self.registry.chat_backends.values()}  # closed by the registry
+        for d in self.deployments.values():
+            if id(d.backend) not in registered:
+                await d.backend.close()
+        if self._client is not None:
+            await self._client.aclose()
+        if self.store is not None:
+            await self.store.close()
 
     def targets(self) -> list[str]:
         """Names ``use`` accepts: public chat models, then deployment names."""
@@ -178,23 +196,22 @@ class SwitchableRoute:
 
 
 def build_deployments(settings: Settings, registry: ModelRegistry, client: httpx.AsyncClient) -> dict[str, Deployment]:
-    """One :class:`Deployment` per configured entry. An ``embedded`` entry with its own ``model_path``
-    gets a managed llama-server of its own (``[engine]`` settings, its window as ``n_ctx``); one
-    without reuses the registry's embedded engine."""
+    """One :class:`Deployment` per configured entry, built by its kind's factory.
+
+    An ``embedded`` entry without a ``model_path`` is the registry's own ``[engine]`` model (no new
+    process); every other entry gets a backend of its own.
+
+    Raises:
+        ConfigError: an unknown kind, or the kind's factory rejecting the entry.
+    """
     cfg, out = settings.backends, {}
+    context = EngineContext(settings, client, cfg.connect_timeout_s, cfg.total_timeout_s)
     for d in cfg.deployments:
-        if d.engine == "embedded" and d.model_path is not None:
-            own = settings.engine.model_copy(update={
-                "model_path": d.model_path, "n_ctx": d.context_window or settings.engine.n_ctx})
-            backend = engine_factory("embedded")(settings=own, name=d.served_model or d.name)
-            window = own.n_ctx
-        elif d.engine == "embedded":
+        if d.engine == "embedded" and d.model_path is None:
             backend = registry.chat(settings.engine.model_name)
             window = d.context_window or settings.engine.n_ctx
         else:
-            backend = engine_factory(d.engine)(
-                settings=d, client=client, connect_timeout_s=cfg.connect_timeout_s, total_timeout_s=cfg.total_timeout_s
-            )
+            backend = ENGINES.get(d.engine)(d, context)
             window = d.context_window or backend.capabilities.context_window
         breaker = CircuitBreaker(d.name, cfg.breaker_failures, cfg.breaker_cooldown_s)
         out[d.name] = Deployment(d.name, backend, breaker, window, d.weight, d.engine, d.base_url)
@@ -215,13 +232,14 @@ async def probe_forever(probe: Callable[[], Awaitable[object]], interval_s: floa
         await asyncio.sleep(interval_s)
 
 
-async def install(state: AppState) -> Callable[[], Awaitable[None]]:
-    """Register routes, the switchable default route and the health prober; return the closer.
+async def start_routing(settings: Settings, registry: ModelRegistry) -> RouteControl:
+    """Register routes, aliases and the switchable default route; start the health prober.
+
+    Returns the :class:`RouteControl` (``close()`` it at shutdown).
 
     Raises:
-        ConfigError: invalid ``[backends]`` (see :func:`validate_backends`).
+        ConfigError: invalid ``[backends]`` (see :func:`validate_backends`, :func:`build_deployments`).
     """
-    settings, registry = state.settings, state.registry
     cfg = settings.backends
     embedded = settings.engine.model_name
     plan = validate_backends(cfg, embedded)
@@ -243,27 +261,9 @@ async def install(state: AppState) -> Callable[[], Awaitable[None]]:
             registry.add_chat(routers[model])
     for alias, target in cfg.aliases.items():
         registry.add_chat(registry.chat(target), aliases=[alias])
-    control = RouteControl(registry, deployments, routers, cfg.default_model, cfg.default_route or embedded, policy)
-    control._store_factory = lambda: open_store(settings)
+    control = RouteControl(registry, deployments, routers, cfg.default_model, cfg.default_route or embedded, policy,
+                           client=client, store_factory=lambda: open_store(settings))
     registry.add_chat(SwitchableRoute(cfg.default_model, control))
-    state.services["routing"] = control
-
-    prober = (
-        asyncio.create_task(probe_forever(control.probe, cfg.health_interval_s))
-        if cfg.health_interval_s > 0 and deployments
-        else None
-    )
-
-    async def close() -> None:
-        if prober is not None:
-            prober.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await prober
-        for d in deployments.values():
-            if d.engine != "embedded" or registry.chat_backends.get(embedded) is not d.backend:
-                await d.backend.close()  # remote ones, and an embedded engine a route replaced
-        await client.aclose()
-        if control.store is not None:
-            await control.store.close()
-
-    return close
+    if cfg.health_interval_s > 0 and deployments:
+        control.prober = asyncio.create_task(probe_forever(control.probe, cfg.health_interval_s))
+    return control

@@ -1,0 +1,132 @@
+"""The path of a generation request through the gateway, declared in order in one place.
+
+``POST /v1/chat/completions`` and ``POST /v1/completions`` pass these stages, each implemented in
+its room::
+
+    1. auth      tenant of the API key                  server.state.require_api_key (route dependency)
+    2. parse     OpenAI wire -> GenerationRequest        server.schemas (route body)
+    3. route     public model -> backend                 backends.registry (routers, pipelines, aliases)
+    4. lookup    response cache: hit, miss or bypass     cache.request_plan.plan_request
+    5. generate  backend stream (router -> deployment;   backends / rag / agents
+                 a pipeline model calls its own model)
+    6. meter     TTFT, ITL, tokens                       observability.token_clock
+    7. store     complete answer into the cache          cache.request_plan.CachePlan.wrap
+    8. respond   JSON body or SSE events                 server.streaming
+
+For streaming, the first chunk is awaited *before* the 200 is sent, so every error that can happen
+before the first token (context length, overload, engine down, fallback exhausted) is a proper HTTP
+error with the OpenAI envelope; a later one is an SSE error event. Extra response data from
+pipelines (sources, timings, validator verdict, cache status) is in the top-level ``sovereign``
+field, and in the final chunk's ``sovereign`` field when streaming.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from dataclasses import replace
+
+from fastapi import Request
+from fastapi.responses import StreamingResponse
+
+from sovereign.backends.base import collect
+from sovereign.cache.request_plan import CachePlan, plan_request
+from sovereign.errors import SovereignError
+from sovereign.observability import metrics
+from sovereign.observability.token_clock import TokenClock
+from sovereign.server.responses import OrjsonResponse
+from sovereign.server.schemas import SamplingFields
+from sovereign.server.state import get_state
+from sovereign.server.streaming import DONE_EVENT, CompletionShape, sse_event, sse_response
+from sovereign.types import GenerationChunk, GenerationRequest
+
+
+async def generate(
+    request: Request, wire: SamplingFields, domain: GenerationRequest, *, tenant: str, chat: bool,
+    metadata: dict[str, str] | None = None,
+) -> OrjsonResponse | StreamingResponse:
+    """Stages 3-8 for one parsed, authenticated request (see the module docstring); ``metadata`` is
+    the chat request's ``metadata`` (a pipeline may read its collection there)."""
+    state = get_state(request)
+    backend = state.registry.chat(domain.model)  # 3. route
+    request.scope["state"]["model"] = backend.name
+    shape = CompletionShape(model=domain.model, chat=chat)
+    plan = await plan_request(  # 4. lookup
+        state.cache, domain, backend, tenant=tenant, chat=chat, cache_field=wire.cache,
+        cache_control=request.headers.get("cache-control"), metadata=metadata,
+    )
+    if plan.hit:
+        return replay(plan, shape, wire)
+    clock = TokenClock(backend.name, request.scope.setdefault("state", {}))
+    if not wire.stream:
+        domain = replace(domain, buffered=True)
+    stream = plan.wrap(metered(backend.stream(domain), clock))  # 5. generate, 6. meter, 7. store
+    if not wire.stream:  # 8. respond
+        result = await collect(stream)
+        clock.finish(result.usage)
+        if result.metadata:
+            shape.extra["sovereign"] = result.metadata
+        return OrjsonResponse(shape.body(result), headers=plan.headers)
+    first = await anext(stream)  # errors before the first token become HTTP errors
+    return sse_response(events(first, stream, shape, wire, clock, backend.name), plan.headers)
+
+
+async def metered(chunks: AsyncIterator[GenerationChunk], clock: TokenClock) -> AsyncGenerator[GenerationChunk, None]:
+    """Stage 6: pass chunks through the clock; closing this generator stops the engine."""
+    try:
+        async for chunk in chunks:
+            clock.tick(chunk)
+            yield chunk
+    finally:
+        if isinstance(chunks, AsyncGenerator):
+            await chunks.aclose()  # stops the engine when the client went away
+
+
+async def events(
+    first: GenerationChunk, stream: AsyncGenerator[GenerationChunk, None], shape: CompletionShape,
+    wire: SamplingFields, clock: TokenClock, engine: str,
+) -> AsyncIterator[bytes]:
+    """Stage 8 for a live stream: SSE events from the first chunk on; an error after the first
+    byte is one ``data: {"error": ...}`` event (the status is already 200), then ``[DONE]``."""
+    options = wire.stream_options
+    include_usage = bool(options and options.include_usage)
+    continuous = bool(options and options.continuous_usage_stats)
+    chunk, is_first = first, True
+    try:
+        while True:
+            if chunk.finish_reason is not None:
+                clock.finish(chunk.usage)
+                if chunk.metadata:
+                    shape.extra["sovereign"] = chunk.metadata
+            for event in shape.events(chunk, first=is_first, include_usage=include_usage, continuous_usage=continuous):
+                yield event
+            is_first = False
+            if chunk.finish_reason is not None:
+                break
+            chunk = await anext(stream)
+    except SovereignError as exc:
+        metrics.ENGINE_ERRORS.labels(engine=engine, kind=type(exc).__name__).inc()
+        yield sse_event(exc.to_envelope())
+    finally:
+        await stream.aclose()
+    yield DONE_EVENT
+
+
+def replay(plan: CachePlan, shape: CompletionShape, wire: SamplingFields) -> OrjsonResponse | StreamingResponse:
+    """Stage 8 for a cache hit: the cached entry as a JSON body, or as SSE events with the live shapes."""
+    assert plan.lookup is not None and plan.lookup.entry is not None
+    entry = plan.lookup.entry
+    shape.extra["sovereign"] = {**entry.metadata, "cache": plan.info()}
+    if not wire.stream:
+        return OrjsonResponse(shape.body(entry.to_result()), headers=plan.headers)
+    options = wire.stream_options
+    include_usage = bool(options and options.include_usage)
+    continuous = bool(options and options.continuous_usage_stats)
+    chunks = entry.replay_chunks()
+
+    async def replayed() -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            for event in shape.events(chunk, first=i == 0, include_usage=include_usage, continuous_usage=continuous):
+                yield event
+        yield DONE_EVENT
+
+    return sse_response(replayed(), plan.headers)

@@ -1,0 +1,126 @@
+"""The gateway's start-up order, declared in one place.
+
+Each stage starts one room from what the stages before it started, and returns the async ``close``
+run at shutdown (in reverse order)::
+
+    observability  logs, traces, host metrics          needs: settings
+    rag            document memory                     needs: the registry's embedding model
+    cache          response cache, invalidated by rag  needs: rag (on_change), embedding model
+    pipelines      sovereign-rag, sovereign-agent, ... needs: rag, the registry's chat model
+    routing        deployments, routes, default route  needs: every chat model registered
+
+The engines themselves start after the last stage, in the background (``/readyz`` says when).
+A room that is off (``cache.enabled = false``) or whose extra is missing leaves its
+:class:`~sovereign.server.state.AppState` field None; the gateway serves without it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+
+from sovereign.errors import MissingExtraError, ModelNotFoundError
+from sovereign.server.state import AppState
+
+log = logging.getLogger("sovereign.server")
+Close = Callable[[], Awaitable[None]]
+
+
+async def start_observability(state: AppState) -> Close | None:
+    from sovereign.observability.setup import start_observability as start
+
+    return await start(state.settings)
+
+
+async def start_rag(state: AppState) -> Close | None:
+    from sovereign.rag.service import RagService
+
+    settings = state.settings
+    try:
+        embedder = state.registry.embedding(settings.embeddings.model_name)
+    except ModelNotFoundError:
+        embedder = None
+    try:
+        service = await RagService.open(settings, embedder=embedder)
+    except MissingExtraError as exc:
+        if settings.rag.store != "embedded":
+            raise  # a store the user chose must not be skipped quietly
+        log.warning("document memory off: %s", exc.message)
+        return None
+    state.rag = service
+
+    async def close() -> None:
+        state.rag = None
+        await service.close()
+
+    return close
+
+
+async def start_cache(state: AppState) -> Close | None:
+    settings = state.settings
+    if not settings.cache.enabled:
+        return None
+    from sovereign.cache.backends import build_backend
+    from sovereign.cache.service import ResponseCache
+
+    try:
+        embedder = state.registry.embedding(settings.embeddings.model_name)
+    except ModelNotFoundError:
+        log.warning("no embedding model %r: the response cache runs its exact layer only",
+                    settings.embeddings.model_name)
+        embedder = None
+    cache = ResponseCache(build_backend(settings), embedder, settings.cache)
+    await cache.start()  # a storage failure is logged and counted: the cache answers "miss"
+    state.cache = cache
+    if state.rag is not None:
+        state.rag.on_change.append(cache.on_documents_changed)
+    return cache.close
+
+
+async def start_pipelines(state: AppState) -> Close | None:
+    from sovereign.server.pipelines import PIPELINES
+
+    for name in PIPELINES.names():
+        try:
+            backend = PIPELINES.get(name)(state.settings, state.registry, state.rag)
+        except MissingExtraError as exc:
+            log.warning("pipeline %s not served: %s", name, exc.message)
+            continue
+        if backend is not None:
+            state.registry.add_chat(backend)
+    return None  # the registry starts and closes pipeline models with the engines
+
+
+async def start_routing(state: AppState) -> Close | None:
+    from sovereign.backends.routing_table import start_routing as start
+
+    control = await start(state.settings, state.registry)
+    state.routing = control
+    return control.close
+
+
+@dataclass(frozen=True, slots=True)
+class Stage:
+    """One start-up step: ``start(state)`` fills its room's field and returns its close (or None)."""
+
+    name: str
+    start: Callable[[AppState], Awaitable[Close | None]]
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("observability", start_observability),
+    Stage("rag", start_rag),
+    Stage("cache", start_cache),
+    Stage("pipelines", start_pipelines),
+    Stage("routing", start_routing),
+)
+
+
+async def start_all(state: AppState, stack: AsyncExitStack) -> None:
+    """Run :data:`STAGES` in order; each close is pushed on ``stack`` (run in reverse at exit)."""
+    for stage in STAGES:
+        close = await stage.start(state)
+        if close is not None:
+            stack.push_async_callback(close)
