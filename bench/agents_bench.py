@@ -110,10 +110,10 @@ def hit(paths: list[str], pages: list[str]) -> bool:
 
 async def quality(args: argparse.Namespace, questions: list[dict[str, Any]]) -> dict[str, Any]:
     from sovereign.agents.backend import AgentBackend
-    from sovereign.agents.model_access import token_counter
     from sovereign.agents.nodes import planner, retrieval, validator
     from sovereign.agents.state import AgentDeps
     from sovereign.backends.base import collect
+    from sovereign.backends.context_fit import estimate_tokens
     from sovereign.backends.managed import ManagedLlamaServer
     from sovereign.rag.answer import RagChatBackend
 
@@ -140,7 +140,7 @@ async def quality(args: argparse.Namespace, questions: list[dict[str, Any]]) -> 
         await model.start()
         deps = AgentDeps(model=model, retriever=lambda: retriever, embedder=service.embedder,
                          settings=settings.agents.model_copy(update={"node_timeout_s": 600.0}),
-                         count_tokens=token_counter(model), collection="pydocs")
+                         count_tokens=estimate_tokens, collection="pydocs")
         with tempfile.TemporaryDirectory() as tmp:
             agent = AgentBackend(deps, Path(tmp))
             await agent.start()

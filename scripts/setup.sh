@@ -39,7 +39,7 @@ if [[ ! -x "$LLAMA_DIR/llama-server" ]]; then
 fi
 ln -sf "$LLAMA_DIR/llama-server" .venv/bin/llama-server
 
-EXTRA=""
+EXTRA="[all]"
 [[ $DEV == 1 ]] && EXTRA="[dev]"
 if ! .venv/bin/python -c "import sovereign" 2>/dev/null || [[ pyproject.toml -nt .venv/.sovereign-installed ]]; then
   echo "setup: installing Python packages..."

@@ -55,6 +55,14 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
+def python_for(core_only: bool) -> list[str]:
+    """The command that runs ``sovereign``: ``python -m sovereign``, or the same as a core-only install."""
+    if not core_only:
+        return [sys.executable, "-m", "sovereign"]
+    return [sys.executable, "-c",
+            "import runpy, sovereign.testing.without_extras; runpy.run_module('sovereign', run_name='__main__')"]
+
+
 class LiveServer:
     """A ``sovereign serve`` process on 127.0.0.1."""
 
@@ -73,8 +81,10 @@ class LiveServer:
             self.proc.wait()
 
 
-def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None) -> LiveServer:
-    """Start ``python -m sovereign serve`` as a real process and wait for /readyz."""
+def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None,
+                 *, core_only: bool = False) -> LiveServer:
+    """Start ``python -m sovereign serve`` as a real process and wait for /readyz; ``core_only``
+    hides every extra's driver first (:mod:`sovereign.testing.without_extras`)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.update({"SOVEREIGN_DATA_DIR": str(tmp_dir), **(extra_env or {})})
@@ -82,7 +92,7 @@ def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: l
     log = tmp_dir / f"server-{port}.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "sovereign", "serve", "--port", str(port), "--log-level", "warning", *(args or [])],
+            [*python_for(core_only), "serve", "--port", str(port), "--log-level", "warning", *(args or [])],
             env=env, stdout=out, stderr=subprocess.STDOUT,
         )
     server = LiveServer(proc, port, log)

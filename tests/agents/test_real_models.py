@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 
 from sovereign.agents.backend import AgentBackend
-from sovereign.agents.model_access import token_counter
 from sovereign.agents.nodes import validator
 from sovereign.agents.state import AgentDeps
+from sovereign.backends.context_fit import estimate_tokens
 from sovereign.config import AgentSettings, EmbeddingSettings
 from sovereign.rag.embeddings import OnnxMiniLMEmbedder
 from sovereign.testing.agent_fakes import FakeRetriever
@@ -44,7 +44,7 @@ async def test_real_model_streams_cited_answer_with_verdict(llama: Any, minilm: 
                                                             tmp_path: Path) -> None:
     store = FakeRetriever(DOCS)
     deps = AgentDeps(model=llama, retriever=lambda: store, embedder=minilm,
-                     settings=AgentSettings(max_tokens=24, node_timeout_s=300), count_tokens=token_counter(llama))
+                     settings=AgentSettings(max_tokens=24, node_timeout_s=300), count_tokens=estimate_tokens)
     backend = AgentBackend(deps, tmp_path)
     await backend.start()
     try:

@@ -1,11 +1,13 @@
 """Every engine profile in ``openai_compat.PROFILES``, table-driven against an httpx.MockTransport:
 the tokenize request (path, body) and answer parsing, the health path, the model id sent, and the
-Authorization header taken from ``api_key_env``; plus the per-engine table in docs/engines.md."""
+Authorization header taken from ``api_key_env``; plus the per-engine table in docs/engines.md; plus
+the SSE wire details (multi-line ``data``, CRLF, comments, ``event:`` fields) and stream errors."""
 
 from __future__ import annotations
 
 import json
 import re
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -14,13 +16,15 @@ import httpx
 import pytest
 
 from sovereign.backends.base import collect
+from sovereign.backends.context_fit import estimate_tokens
 from sovereign.backends.openai_compat import PROFILES, OpenAICompatBackend
 from sovereign.config import DeploymentSettings
+from sovereign.errors import EngineError, EngineOverloadedError, EngineUnavailableError, InvalidRequestError
 from tests.backends.test_router import request, sse
 
 pytestmark = pytest.mark.anyio
 TEXT = "hello big world"
-ESTIMATE = len(TEXT.encode()) // 2 + 1
+ESTIMATE = estimate_tokens(TEXT)
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "engines.md"
 
 
@@ -135,7 +139,7 @@ async def test_missing_tokenize_endpoint_switches_to_the_estimate() -> None:
     async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
         backend = OpenAICompatBackend(settings, client)
         assert await backend.count_text_tokens(TEXT) == ESTIMATE
-        assert await backend.count_text_tokens("other text") == len(b"other text") // 2 + 1
+        assert await backend.count_text_tokens("other text") == estimate_tokens("other text")
     assert calls == ["/tokenize"]  # asked once, then estimated
 
 
@@ -175,3 +179,121 @@ def test_docs_engine_table_matches_the_profile(kind: str) -> None:
     naming = row.split("|")[2]
     if kind == "tgi":  # TGI ignores the field, but what Sovereign sends is served_model, else model
         assert "`served_model`" in naming and "send `tgi`" not in naming
+
+
+# -- SSE wire details and stream errors -------------------------------------------------------------
+
+
+class Upstream(httpx.AsyncByteStream):
+    """A streamed upstream answer, sent in the given pieces (so line endings can straddle reads);
+    records whether the client closed it."""
+
+    def __init__(self, *pieces: bytes) -> None:
+        self.pieces = pieces
+        self.sent = 0
+        self.closed = False
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for piece in self.pieces:
+            self.sent += 1
+            yield piece
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+def _event(payload: dict[str, Any]) -> bytes:
+    return b"data: " + json.dumps(payload).encode() + b"\n\n"
+
+
+def _delta(text: str, finish: str | None = None) -> dict[str, Any]:
+    return {"choices": [{"index": 0, "delta": {"content": text} if text else {}, "finish_reason": finish}]}
+
+
+USAGE_END = _event({"choices": [], "usage": {"prompt_tokens": 7, "completion_tokens": 2}}) + b"data: [DONE]\n\n"
+
+
+async def _stream_from(upstream: Upstream, status: int = 200, content_type: str = "text/event-stream") -> Any:
+    def handler(req: httpx.Request) -> httpx.Response:
+        assert req.headers["accept"] == "text/event-stream"
+        return httpx.Response(status, stream=upstream, headers={"content-type": content_type})
+
+    settings = DeploymentSettings(name="d", model="m", engine="openai", base_url="http://e/v1")
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as client:
+        return await collect(OpenAICompatBackend(settings, client).stream(request()))
+
+
+async def test_sse_data_spanning_two_lines_comments_and_event_fields() -> None:
+    """One event's JSON split over two ``data:`` lines (joined with a newline, still valid JSON), a
+    ``: keep-alive`` comment, ``event:`` / ``id:`` fields, and an event without data are all fine."""
+    split = (b'event: message\nid: 1\ndata: {"choices": [{"index": 0,\n'
+             b'data:  "delta": {"content": "Hel"}, "finish_reason": null}]}\n\n')
+    upstream = Upstream(
+        b": keep-alive\n\n",
+        split,
+        b"event: ping\n\n",
+        b": another comment\n" + _event(_delta("lo")),
+        _event(_delta("", "stop")) + USAGE_END,
+    )
+    result = await _stream_from(upstream)
+    assert (result.text, result.finish_reason) == ("Hello", "stop")
+    assert (result.usage.prompt_tokens, result.usage.completion_tokens) == (7, 2)
+
+
+async def test_sse_crlf_line_endings_split_across_reads() -> None:
+    """``\r\n`` line endings, with a ``\r`` and its ``\n`` arriving in different reads."""
+    body = (b": hi\r\n\r\n" + _event(_delta("Hel")) + _event(_delta("lo", "length")) + USAGE_END)
+    body = body.replace(b"\n\n", b"\r\n\r\n")
+    cut = body.index(b"\r\n", 10) + 1  # between \r and \n
+    result = await _stream_from(Upstream(body[:cut], body[cut:cut + 3], body[cut + 3:]))
+    assert (result.text, result.finish_reason) == ("Hello", "length")
+
+
+@pytest.mark.parametrize(
+    ("pieces", "error", "match"),
+    [
+        ((_event(_delta("Hi")), _event({"error": {"message": "CUDA out of memory"}})), EngineError,
+         "failed mid-stream: CUDA out of memory"),
+        ((_event(_delta("Hi")), _event({"error": "plain text error"})), EngineError, "plain text error"),
+        ((_event(_delta("Hi")), b"data: [DONE]\n\n"), EngineUnavailableError, "without a finish reason"),
+        ((_event(_delta("Hi")),), EngineUnavailableError, "without a finish reason"),
+        ((b"data: {not json\n\n",), EngineError, "invalid stream event"),
+    ],
+)
+async def test_stream_errors(pieces: tuple[bytes, ...], error: type[Exception], match: str) -> None:
+    with pytest.raises(error, match=match):
+        await _stream_from(Upstream(*pieces))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error", "match"),
+    [
+        (429, b'{"error": {"message": "queue full"}}', EngineOverloadedError, "answered 429: queue full"),
+        (400, b'{"error": {"message": "bad temperature", "type": "invalid_request_error"}}', InvalidRequestError,
+         "bad temperature"),
+        (503, b"loading model", EngineUnavailableError, "answered 503: loading model"),
+    ],
+)
+async def test_status_is_translated_before_the_first_byte(status: int, body: bytes, error: type[Exception],
+                                                          match: str) -> None:
+    with pytest.raises(error, match=match):
+        await _stream_from(Upstream(body), status=status, content_type="application/json")
+
+
+async def test_a_200_that_is_not_an_event_stream_is_an_engine_error() -> None:
+    with pytest.raises(EngineError, match="text/event-stream"):
+        await _stream_from(Upstream(b'{"choices": []}'), content_type="application/json")
+
+
+async def test_client_disconnect_closes_the_upstream() -> None:
+    """A consumer that stops after the first chunk (a client gone) closes the upstream response."""
+    upstream = Upstream(_event(_delta("one")), _event(_delta(" two")), _event(_delta("", "stop")), USAGE_END)
+    settings = DeploymentSettings(name="d", model="m", engine="openai", base_url="http://e/v1")
+    transport = httpx.MockTransport(
+        lambda req: httpx.Response(200, stream=upstream, headers={"content-type": "text/event-stream"}))
+    async with httpx.AsyncClient(transport=transport) as client:
+        stream = OpenAICompatBackend(settings, client).stream(request())
+        first = await stream.__anext__()
+        assert first.text == "one" and not upstream.closed
+        await stream.aclose()  # type: ignore[attr-defined]
+        assert upstream.closed and upstream.sent < 4

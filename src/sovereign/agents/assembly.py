@@ -6,7 +6,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from sovereign.agents.backend import AgentBackend
-from sovereign.agents.model_access import RegistryModel, token_counter
+from sovereign.agents.model_access import RegistryModel
 from sovereign.agents.state import AgentDeps
 from sovereign.backends.registry import ModelRegistry
 from sovereign.config import Settings
@@ -42,5 +42,5 @@ def agent_pipeline(settings: Settings, registry: ModelRegistry, rag: RagService 
     model = RegistryModel(registry, model_name)
     retriever = rag.retriever if rag is not None else None
     deps = AgentDeps(model=model, retriever=lambda: retriever, embedder=embedder, settings=settings.agents,
-                     count_tokens=token_counter(model), collection=collection or settings.rag.default_collection)
+                     collection=collection or settings.rag.default_collection)
     return AgentBackend(deps, settings.data_dir)

@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from typing import Any
+from collections.abc import AsyncIterator
 
 from sovereign.backends.base import Capabilities, ChatBackend
 from sovereign.backends.registry import ModelRegistry
@@ -42,24 +41,3 @@ class RegistryModel:
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         return self._backend().stream(request)
-
-    def tokenize(self, text: str) -> list[int]:
-        """Token ids under the backend's tokenizer; AttributeError when it has none."""
-        tokenize = getattr(self._backend(), "tokenize", None)
-        if tokenize is None:
-            raise AttributeError("tokenize")
-        return list(tokenize(text))
-
-
-def token_counter(model: Any) -> Callable[[str], int]:
-    """Tokens of a text under ``model``'s tokenizer when it has one and is loaded, else ~4 chars/token."""
-
-    def count(text: str) -> int:
-        if getattr(model, "ready", False):
-            try:
-                return len(model.tokenize(text))
-            except AttributeError:
-                pass
-        return len(text) // 4 + 1
-
-    return count

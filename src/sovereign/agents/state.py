@@ -27,6 +27,7 @@ from typing import Annotated, Any, Literal, TypedDict
 from pydantic import BaseModel, ConfigDict, Field
 
 from sovereign.backends.base import ChatBackend, EmbeddingBackend
+from sovereign.backends.context_fit import estimate_tokens
 from sovereign.config import AgentSettings
 from sovereign.errors import InvalidRequestError
 from sovereign.rag.models import Retriever
@@ -146,14 +147,14 @@ class AgentDeps:
         embedder: the embedding engine the validator (and optional rerank) uses; None = no validation.
         settings: the ``agents`` settings section.
         count_tokens: tokens of a text under the chat model's tokenizer (context packing);
-            default: 4 characters per token.
+            default: :func:`~sovereign.backends.context_fit.estimate_tokens` (over-counts prose and code).
     """
 
     model: ChatBackend
     retriever: Callable[[], Retriever | None]
     embedder: EmbeddingBackend | None
     settings: AgentSettings
-    count_tokens: Callable[[str], int] = field(default=lambda text: len(text) // 4 + 1)
+    count_tokens: Callable[[str], int] = field(default=estimate_tokens)
     collection: str | None = None
 
 

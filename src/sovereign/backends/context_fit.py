@@ -15,7 +15,9 @@ user/assistant alternation reject that). The output budget is the request's ``ma
 Counting: a free upper bound first (byte-level BPE tokens cover >= 1 UTF-8 byte each, plus a
 per-message template overhead), so short prompts cost no tokenizer call; only when the bound does
 not fit are messages counted with the target's tokenizer (``count``: the engine's tokenize
-endpoint, the embedded model's tokenizer, or an estimate; see ``docs/engines.md``).
+endpoint, the embedded model's tokenizer, or :func:`estimate_tokens`; see ``docs/engines.md``).
+:func:`estimate_tokens` is the one token estimate of the code base; every place without a
+tokenizer calls it.
 """
 
 from __future__ import annotations
@@ -45,9 +47,33 @@ class FitResult:
     dropped: int = 0
 
 
+def estimate_tokens(text: str, *, bytes_per_token: int = 2) -> int:
+    """Tokens of ``text`` where no tokenizer is at hand: ``len(UTF-8 bytes) // bytes_per_token + 1``.
+
+    The one token estimate of the code base, in two strengths:
+
+    - ``bytes_per_token=2`` (default; engines without a tokenize endpoint, the agents' context
+      packing): an over-count for prose in Latin, Greek and Cyrillic script and for code, where BPE
+      vocabularies spend more than 2 bytes per token. Measured with SmolLM2-135M's 49k vocabulary
+      (``tests/backends/test_token_estimate.py``), in UTF-8 bytes per token: English 5.0, code 2.9,
+      German 2.6, URLs 2.6, Greek 2.3, Russian 2.2. It is NOT a bound below 2 bytes per token:
+      CJK (Chinese 1.8-1.9, Japanese 1.7), Hebrew and Thai (1.55), Korean (1.2), emoji (1.6),
+      log lines and Markdown tables (1.5-1.7), hex (1.1) and digit runs (1.0: SmolLM2 spends one
+      token per digit) are under-counted, by up to half. Larger vocabularies compress these better.
+    - ``bytes_per_token=1``: a guaranteed bound for byte-level BPE, whose every token covers at
+      least one UTF-8 byte (the ``+ 1`` covers a SentencePiece dummy-prefix token); used where an
+      under-count would send an over-long prompt (:func:`upper_bound_tokens`, ``fit_request``).
+
+    Special tokens and chat-template markup are not included (see ``MESSAGE_OVERHEAD`` /
+    ``PROMPT_OVERHEAD``). Returns an int >= 1 (1 for ``""``), non-decreasing as ``text`` grows.
+    """
+    return len(text.encode()) // bytes_per_token + 1
+
+
 def upper_bound_tokens(messages: Sequence[ChatMessage]) -> int:
-    """A cheap upper bound on prompt tokens: UTF-8 bytes plus template overhead (no tokenizer call)."""
-    return sum(len(m.content.encode()) + MESSAGE_OVERHEAD for m in messages) + PROMPT_OVERHEAD
+    """A cheap, guaranteed upper bound on prompt tokens (no tokenizer call): per message
+    :func:`estimate_tokens` at one byte per token plus ``MESSAGE_OVERHEAD``, plus ``PROMPT_OVERHEAD``."""
+    return sum(estimate_tokens(m.content, bytes_per_token=1) + MESSAGE_OVERHEAD for m in messages) + PROMPT_OVERHEAD
 
 
 def select_messages(
@@ -119,7 +145,7 @@ async def fit_request(
         )
     if not request.is_chat:
         prompt = request.prompt or ""
-        bound = len(prompt.encode()) + PROMPT_OVERHEAD
+        bound = estimate_tokens(prompt, bytes_per_token=1) + PROMPT_OVERHEAD
         tokens = bound if bound + output <= context_window else await count(prompt) + PROMPT_OVERHEAD
         if tokens + output > context_window:
             raise ContextLengthExceededError(

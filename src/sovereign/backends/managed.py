@@ -30,7 +30,7 @@ import httpx
 import orjson
 
 from sovereign.backends.base import Capabilities, ProcessInfo, collect, resolve_max_tokens
-from sovereign.backends.context_fit import PROMPT_OVERHEAD, upper_bound_tokens
+from sovereign.backends.context_fit import PROMPT_OVERHEAD, estimate_tokens, upper_bound_tokens
 from sovereign.backends.llama_process import LlamaServerProcess
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status, translate_transport_error
 from sovereign.config import DeploymentSettings, EngineSettings
@@ -87,7 +87,7 @@ class ManagedLlamaServer:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(context_window=self.settings.n_ctx, engine="llama.cpp server (managed)")
+        return Capabilities(context_window=self.settings.n_ctx, tokenize=True, engine="llama.cpp server (managed)")
 
     @property
     def ready(self) -> bool:
@@ -207,7 +207,7 @@ class ManagedLlamaServer:
         s = self.settings
         wanted = request.sampling.max_tokens or s.default_max_tokens
         bound = (upper_bound_tokens(request.messages) if request.is_chat
-                 else len((request.prompt or "").encode()) + PROMPT_OVERHEAD)
+                 else estimate_tokens(request.prompt or "", bytes_per_token=1) + PROMPT_OVERHEAD)
         if bound + wanted <= s.n_ctx:
             max_tokens = wanted  # the exact count could only leave more room
         else:

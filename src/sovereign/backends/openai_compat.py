@@ -24,17 +24,18 @@ health) hang off its root (the URL without the trailing ``/v1``).
 from __future__ import annotations
 
 import time
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, replace
 from typing import Any
 
 import httpx
 import orjson
+from cachetools import LRUCache
+from httpx_sse import ServerSentEvent, aconnect_sse
 
 from sovereign.backends.base import Capabilities
-from sovereign.backends.context_fit import MESSAGE_OVERHEAD, PROMPT_OVERHEAD
-from sovereign.backends.registry import register_engine
+from sovereign.backends.context_fit import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, estimate_tokens
 from sovereign.config import DeploymentSettings, resolve_secret
 from sovereign.errors import (
     ContextLengthExceededError,
@@ -57,8 +58,8 @@ class EngineProfile:
     """How one engine kind differs from plain OpenAI.
 
     ``tokenize_path`` (relative to the engine root) with ``tokenize_body(model, text) -> JSON`` and
-    ``tokenize_count(JSON answer) -> int``; None = no endpoint, tokens are estimated as
-    ``UTF-8 bytes / 2`` (an over-count for English BPE, so fitting stays on the safe side).
+    ``tokenize_count(JSON answer) -> int``; None = no endpoint, tokens are estimated by
+    :func:`~sovereign.backends.context_fit.estimate_tokens` (an over-count for prose and code).
     ``json_upstream``: the deployment default for sending non-streaming requests upstream as JSON.
     """
 
@@ -214,7 +215,7 @@ class OpenAICompatBackend:
         self._probe_timeout = httpx.Timeout(max(connect_timeout_s, 1.0), connect=connect_timeout_s)
         key = resolve_secret(settings.api_key_env)
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
-        self._counts: OrderedDict[str, int] = OrderedDict()
+        self._counts: LRUCache[str, int] = LRUCache(maxsize=4096)
         self._tokenize = self.profile.tokenize_path is not None
 
     @property
@@ -225,6 +226,7 @@ class OpenAICompatBackend:
             json_mode=p.json_mode,
             seed=p.seed,
             ignore_eos=p.ignore_eos,
+            tokenize=p.tokenize_path is not None,
             engine=p.label,
             owned_by=self.settings.engine,
         )
@@ -261,16 +263,16 @@ class OpenAICompatBackend:
     async def count_text_tokens(self, text: str) -> int:
         """Tokens of ``text`` (no template) via the engine's tokenize endpoint, else the estimate.
 
-        Results are memoised (4,096 texts). A 404 from the endpoint switches to the estimate.
+        Results are memoised (the 4,096 most recently used texts). A 404 or 405 from the endpoint
+        switches to the estimate (:func:`~sovereign.backends.context_fit.estimate_tokens`).
 
         Raises:
             EngineError subclasses: the engine is unreachable or failed.
         """
         if not self._tokenize:
-            return len(text.encode()) // 2 + 1
+            return estimate_tokens(text)
         cached = self._counts.get(text)
         if cached is not None:
-            self._counts.move_to_end(text)
             return cached
         url = self.root_url + (self.profile.tokenize_path or "")
         try:
@@ -284,7 +286,7 @@ class OpenAICompatBackend:
             raise translate_transport_error(self.name, exc) from exc
         if response.status_code in (404, 405):
             self._tokenize = False
-            return len(text.encode()) // 2 + 1
+            return estimate_tokens(text)
         if response.status_code != 200:
             raise translate_status(self.name, response.status_code, response.content)
         try:
@@ -292,8 +294,6 @@ class OpenAICompatBackend:
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             raise EngineError(f"Engine {self.name} answered garbage to tokenize: {exc}") from exc
         self._counts[text] = count
-        if len(self._counts) > 4096:
-            self._counts.popitem(last=False)
         return count
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
@@ -368,8 +368,16 @@ class OpenAICompatBackend:
             EngineUnavailableError: unreachable, 503, or the connection dropped (also mid-stream).
             EngineOverloadedError: 429. EngineTimeoutError: 408 or a read timeout.
             EngineError: other 5xx, 401/403/404, an error event or garbage in the stream.
-            InvalidRequestError / ContextLengthExceededError: the engine rejected the request (400).
+            InvalidRequestError / ContextLengthExceededError: the engine rejected the request (400),
+                or ``max_tokens`` alone fills this deployment's configured window (checked here: a
+                remote engine may be configured with a larger window than the deployment declares).
         """
+        window = self.capabilities.context_window
+        requested = request.sampling.max_tokens
+        if requested is not None and requested >= window:
+            raise ContextLengthExceededError(
+                f"This deployment's context window is {window} tokens; max_tokens={requested} leaves no room "
+                "for the prompt. Lower max_tokens.", param="max_tokens")
         body = self.request_body(request)
         url = self.base_url + ("/chat/completions" if request.is_chat else "/completions")
         if not body["stream"]:
@@ -377,18 +385,21 @@ class OpenAICompatBackend:
                 yield chunk
             return
         try:
-            async with self._client.stream(
+            async with aconnect_sse(
+                self._client,
                 "POST",
                 url,
                 content=orjson.dumps(body),
                 headers={**self._headers, "Content-Type": "application/json"},
                 timeout=self._timeout,
-            ) as response:
+            ) as source:
+                response = source.response
                 if response.status_code != 200:
                     raise translate_status(self.name, response.status_code, await response.aread())
-                async for chunk in self._parse(response.aiter_lines(), request.is_chat):
-                    yield chunk
-        except httpx.HTTPError as exc:
+                async with aclosing(source.aiter_sse()) as events:
+                    async for chunk in self._parse(events, request.is_chat):
+                        yield chunk
+        except httpx.HTTPError as exc:  # httpx_sse.SSEError (a 200 that is not text/event-stream) included
             raise translate_transport_error(self.name, exc) from exc
 
     async def _whole(self, url: str, body: dict[str, Any], chat: bool) -> AsyncIterator[GenerationChunk]:
@@ -411,15 +422,16 @@ class OpenAICompatBackend:
             yield GenerationChunk(text=text, usage=usage)
         yield GenerationChunk(text="", usage=usage, finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"))
 
-    async def _parse(self, lines: AsyncIterator[str], chat: bool) -> AsyncIterator[GenerationChunk]:
-        """SSE lines -> chunks; the final chunk (finish reason + usage) comes at ``[DONE]``."""
+    async def _parse(self, events: AsyncIterator[ServerSentEvent], chat: bool) -> AsyncIterator[GenerationChunk]:
+        """SSE events (decoded by httpx-sse: multi-line ``data``, comments, ``event:`` fields, CRLF)
+        -> chunks; the final chunk (finish reason + usage) comes at ``[DONE]`` or the stream's end."""
         usage = Usage()
         upstream_usage = False
         finish: FinishReason | None = None
-        async for line in lines:
-            if not line.startswith("data:"):
-                continue  # blank separators, ": keep-alive" comments, "event:" lines
-            data = line[5:].strip()
+        async for event in events:
+            data = event.data.strip()
+            if not data:
+                continue  # an event without data ("event: ping", "id:" / "retry:" only)
             if data == "[DONE]":
                 break
             try:
@@ -444,14 +456,3 @@ class OpenAICompatBackend:
         if finish is None:
             raise EngineUnavailableError(f"Engine {self.name} ended the stream without a finish reason.")
         yield GenerationChunk(text="", usage=usage, finish_reason=finish)
-
-
-def build_openai_compat(
-    *, settings: DeploymentSettings, client: httpx.AsyncClient, **timeouts: float
-) -> OpenAICompatBackend:
-    """Engine factory registered for every OpenAI-compatible kind (see ``registry.register_engine``)."""
-    return OpenAICompatBackend(settings, client, **timeouts)
-
-
-for _kind in PROFILES:
-    register_engine(_kind, build_openai_compat)

@@ -154,7 +154,3 @@ class ModelRegistry:
             await backend.close()
         for embedder in list(self._embedding.values()):
             await embedder.close()
-
-
-def register_engine(kind: str, factory: object) -> None:
-    """TEMPORARY shim while openai_compat.py is being edited elsewhere; removed in this change."""

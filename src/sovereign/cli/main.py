@@ -11,6 +11,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sovereign.errors import SovereignError
 
@@ -39,7 +40,7 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except SovereignError as exc:
-        err_console.print(f"[bold red]error:[/] {exc.message}")
+        err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
         sys.exit(1)
     except typer.Abort:
         err_console.print("aborted")

@@ -10,6 +10,7 @@ from __future__ import annotations
 from sovereign.config import Settings, resolve_secret
 from sovereign.conversations.store import Conversation, ConversationStore, StoredMessage
 from sovereign.errors import ConfigError
+from sovereign.extras import require
 
 __all__ = ["Conversation", "ConversationStore", "StoredMessage", "open_store"]
 
@@ -25,6 +26,7 @@ async def open_store(settings: Settings) -> ConversationStore:
         dsn = resolve_secret(backends.conversations_dsn_env)
         if not dsn:
             raise ConfigError("backends.conversations_store is postgres: set conversations_dsn_env to a DSN variable.")
+        require("psycopg", extra="pgvector", feature="the PostgreSQL conversation store")
         from sovereign.conversations.postgres import PostgresConversationStore
 
         return await PostgresConversationStore.open(dsn)

@@ -1,4 +1,4 @@
-"""Structured logs: stdlib ``logging`` with a JSON formatter (one library, no second logging stack).
+"""Structured logs: stdlib ``logging`` with a JSON formatter (python-json-logger; no second logging stack).
 
 Every record carries the id of the request being served (``request_id``, the same value as the
 ``X-Request-ID`` response header and the ``sovereign.request_id`` span attribute) and the current
@@ -13,6 +13,8 @@ replaces uvicorn's.
 
 from __future__ import annotations
 
+import functools
+import json
 import logging
 import sys
 from collections.abc import Callable
@@ -20,16 +22,19 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-import orjson
 from opentelemetry import trace
+from pythonjsonlogger.core import RESERVED_ATTRS, LogData
+from pythonjsonlogger.json import JsonFormatter as _LibraryJsonFormatter
 
 if TYPE_CHECKING:
     from sovereign.config import ObservabilitySettings
 
 REQUEST_ID: ContextVar[str | None] = ContextVar("sovereign_request_id", default=None)
 
-# Attributes every LogRecord has; anything else on a record came from ``extra=`` and is emitted.
-_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "color_message"}
+# Attributes every LogRecord has (and uvicorn's ``color_message``), plus our own top-level keys:
+# anything else on a record came from ``extra=`` and is emitted (an extra never overrides ``ts`` etc.).
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    *RESERVED_ATTRS, "asctime", "color_message", "taskName", "ts", "level", "logger"}
 _UVICORN = ("uvicorn", "uvicorn.error")
 
 
@@ -46,22 +51,27 @@ class ContextFilter(logging.Filter):
         return True
 
 
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts``, ``level``, ``logger``, ``msg``, context ids, extras, ``exc``."""
+class JsonFormatter(_LibraryJsonFormatter):
+    """One JSON object per line: ``ts`` (UTC ISO 8601, milliseconds), ``level``, ``logger``, ``msg``
+    (the formatted message), ``exc`` (the traceback, when there is one), then the context ids and
+    ``extra=`` fields that are not None, as top-level keys. Non-JSON values are written with ``str``.
+    """
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in vars(record).items():
-            if key not in _STANDARD and value is not None and key not in entry:
-                entry[key] = value
-        if record.exc_info:
-            entry["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(entry, default=str).decode()
+    def __init__(self) -> None:
+        super().__init__(
+            "%(levelname)s %(name)s %(message)s",
+            rename_fields={"levelname": "level", "name": "logger", "message": "msg", "exc_info": "exc"},
+            reserved_attrs=sorted(_STANDARD),
+            json_ensure_ascii=False,
+            json_serializer=functools.partial(json.dumps, separators=(",", ":")),  # compact, as grep'd in docs
+        )
+
+    def add_fields(self, log_data: dict[str, Any], record: logging.LogRecord, message_dict: dict[str, Any]) -> None:
+        log_data["ts"] = datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds")
+        super().add_fields(log_data, record, message_dict)
+
+    def process_log_record(self, log_data: LogData) -> LogData:
+        return {key: value for key, value in log_data.items() if value is not None}
 
 
 class TextFormatter(logging.Formatter):

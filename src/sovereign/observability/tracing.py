@@ -27,6 +27,7 @@ from opentelemetry.trace import Span, SpanKind, Status, StatusCode
 
 from sovereign import __version__
 from sovereign.config import resolve_secret
+from sovereign.extras import require
 
 if TYPE_CHECKING:
     from sovereign.config import ObservabilitySettings
@@ -101,6 +102,8 @@ def configure_tracing(settings: ObservabilitySettings) -> Callable[[], Awaitable
     _capture_content = settings.capture_content
     if not settings.otlp_endpoint:
         return None
+    require("opentelemetry.sdk", extra="otel", feature="exporting traces (observability.otlp_endpoint)")
+    require("opentelemetry.exporter.otlp.proto.http", extra="otel", feature="exporting traces")
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider

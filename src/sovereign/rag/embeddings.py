@@ -25,6 +25,7 @@ import httpx
 import numpy as np
 import psutil
 
+from sovereign.backends.context_fit import estimate_tokens
 from sovereign.config import EmbeddingSettings, resolve_secret
 from sovereign.errors import EngineError, EngineUnavailableError, InvalidRequestError
 from sovereign.observability import metrics
@@ -158,8 +159,8 @@ class RemoteEmbedder:
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
 
     def count_tokens(self, text: str) -> int:
-        """Approximate (remote tokenizer unknown): whitespace words x 1.3, rounded up."""
-        return int(len(text.split()) * 1.3) + 1
+        """Approximate (remote tokenizer unknown): :func:`~sovereign.backends.context_fit.estimate_tokens`."""
+        return estimate_tokens(text)
 
     async def close(self) -> None:
         """Close the HTTP client (this embedder's own; see :func:`sovereign.rag.service.build_embedder`)."""

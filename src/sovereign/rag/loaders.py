@@ -104,7 +104,8 @@ def load_text(data: bytes, name: str) -> LoadedDocument:
 
 
 def load_html(data: bytes, name: str) -> LoadedDocument:
-    """HTML: headings become sections; navigation and chrome are dropped."""
+    """HTML (selectolax, extra ``rag``): headings become sections; navigation and chrome are dropped."""
+    require("selectolax", extra="rag", feature="HTML ingestion")
     return _load_html(_decode(data, name), name)
 
 

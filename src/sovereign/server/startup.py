@@ -22,6 +22,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
 from sovereign.errors import MissingExtraError, ModelNotFoundError
+from sovereign.extras import installed
 from sovereign.server.state import AppState
 
 log = logging.getLogger("sovereign.server")
@@ -48,6 +49,7 @@ async def start_rag(state: AppState) -> Close | None:
         if settings.rag.store != "embedded":
             raise  # a store the user chose must not be skipped quietly
         log.warning("document memory off: %s", exc.message)
+        state.off["rag"] = exc.message
         return None
     state.rag = service
 
@@ -70,6 +72,10 @@ async def start_cache(state: AppState) -> Close | None:
     except ModelNotFoundError:
         log.warning("no embedding model %r: the response cache runs its exact layer only",
                     settings.embeddings.model_name)
+        embedder = None
+    if embedder is not None and not installed("usearch"):
+        log.warning("the response cache runs its exact layer only: its semantic layer needs the 'rag' extra "
+                    "(pip install 'sovereign[rag]')")
         embedder = None
     cache = ResponseCache(build_backend(settings), embedder, settings.cache)
     await cache.start()  # a storage failure is logged and counted: the cache answers "miss"

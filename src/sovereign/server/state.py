@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from fastapi import Request
@@ -28,6 +28,7 @@ class AppState:
         cache: the response cache, None when off.
         routing: deployments, routes and the switchable default route (set once started).
         api_keys / admin_keys: accepted bearer tokens (empty: single-user local mode).
+        off: room -> why it is not running (a missing extra), for error messages.
     """
 
     settings: Settings
@@ -37,6 +38,7 @@ class AppState:
     routing: RouteControl | None = None
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
+    off: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def build(cls, settings: Settings, registry: ModelRegistry) -> AppState:
@@ -50,7 +52,8 @@ class AppState:
     def require_rag(self) -> RagService:
         """Document memory, or EngineUnavailableError (503) when it is not running."""
         if self.rag is None:
-            raise EngineUnavailableError("Document memory is not available on this server.")
+            why = self.off.get("rag", "")
+            raise EngineUnavailableError(f"Document memory is not available on this server. {why}".strip())
         return self.rag
 
     def require_routing(self) -> RouteControl:

@@ -19,6 +19,8 @@ import asyncio
 import json
 from typing import Any
 
+from sovereign.backends.context_fit import estimate_tokens
+
 REPLY = "fault engine says hello from the other side"
 
 Scope = dict[str, Any]
@@ -90,7 +92,7 @@ class FaultEngine:
             await asyncio.sleep(3600)
         words = REPLY.split()[: int(payload.get("max_tokens") or 64)]
         usage = {
-            "prompt_tokens": len(json.dumps(payload.get("messages") or payload.get("prompt"))) // 4,
+            "prompt_tokens": estimate_tokens(json.dumps(payload.get("messages") or payload.get("prompt"))),
             "completion_tokens": len(words),
         }
         if not payload.get("stream"):
