@@ -60,7 +60,8 @@ def python_for(core_only: bool) -> list[str]:
     if not core_only:
         return [sys.executable, "-m", "sovereign"]
     return [sys.executable, "-c",
-            "import runpy, sovereign.testing.without_extras; runpy.run_module('sovereign', run_name='__main__')"]
+            "import runpy; from sovereign.testing.without_extras import hide_all; hide_all(); "
+            "runpy.run_module('sovereign', run_name='__main__')"]
 
 
 class LiveServer:
@@ -84,7 +85,7 @@ class LiveServer:
 def start_server(tmp_dir: Path, extra_env: dict[str, str] | None = None, args: list[str] | None = None,
                  *, core_only: bool = False) -> LiveServer:
     """Start ``python -m sovereign serve`` as a real process and wait for /readyz; ``core_only``
-    hides every extra's driver first (:mod:`sovereign.testing.without_extras`)."""
+    hides every extra's driver first (:func:`sovereign.testing.without_extras.hide_all`)."""
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.update({"SOVEREIGN_DATA_DIR": str(tmp_dir), **(extra_env or {})})

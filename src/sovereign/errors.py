@@ -80,8 +80,8 @@ class MissingExtraError(ConfigError):
 
     code = "missing_extra"
 
-    def __init__(self, message: str, *, extra: str) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, *, extra: str = "", param: str | None = None, code: str | None = None) -> None:
+        super().__init__(message, param=param, code=code)
         self.extra = extra
 
 

@@ -26,9 +26,7 @@ import asyncio
 import contextlib
 import functools
 import logging
-import sqlite3
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
@@ -46,6 +44,7 @@ from sovereign.agents.nodes import planner, retrieval, router, simple, synthesiz
 from sovereign.agents.state import AgentState, RunContext, Turn, fresh_state
 from sovereign.config import AgentSettings, resolve_secret
 from sovereign.errors import ConfigError, StorageError
+from sovereign.storage import SqliteWorker
 
 log = logging.getLogger("sovereign.agents")
 T = TypeVar("T")
@@ -154,39 +153,28 @@ class ThreadedSqliteSaver(SqliteSaver):
     ``AsyncSqliteSaver`` (aiosqlite) hops to its thread and back for every execute, fetch, cursor
     close and commit: about nine hops per run, each waiting for a core on a busy machine. Here a
     checkpointer call is one hop (a run makes two: load at start, save at exit), serialisation
-    included. The connection is only used from that thread, as in the cache and conversation
-    stores. Open with :meth:`open`; :meth:`aclose` closes the connection and the thread.
+    included. The connection lives on a :class:`~sovereign.storage.SqliteWorker` (the PRAGMAs of
+    every Sovereign SQLite store) and is only used from its thread. The checkpoint tables are
+    LangGraph's (``setup()``), not versioned by Sovereign. Open with :meth:`open`; :meth:`aclose`
+    closes the connection and the thread.
     """
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
-        super().__init__(conn)
-        self._executor = executor
+    def __init__(self, worker: SqliteWorker) -> None:
+        super().__init__(worker.conn)
+        self._worker = worker
 
     @classmethod
     async def open(cls, path: Path) -> ThreadedSqliteSaver:
-        """Connect to ``path`` (WAL journal, synchronous=NORMAL: no fsync per commit; a commit
-        survives a process crash, the last ones may be lost on power loss) and create the tables.
+        """Connect to ``path`` (see :data:`sovereign.storage.PRAGMAS`) and create LangGraph's tables.
 
         Raises:
-            sqlite3.Error: the file cannot be opened or written.
+            StorageError: the file cannot be opened or written.
         """
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="agents-checkpoints")
-
-        def connect() -> sqlite3.Connection:
-            conn = sqlite3.connect(path, check_same_thread=False)
-            try:
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                return conn
-            except BaseException:
-                conn.close()
-                raise
-
-        try:
-            saver = cls(await asyncio.get_running_loop().run_in_executor(executor, connect), executor)
-        except BaseException:
-            executor.shutdown(wait=False)
-            raise
+        # DEFERRED: sqlite3's default, which SqliteSaver's commit() calls expect
+        worker = SqliteWorker(path, label=f"the agents' checkpoint database {path}",
+                              thread_name="agents-checkpoints", isolation_level="DEFERRED")
+        await worker.aopen()
+        saver = cls(worker)
         try:
             await saver._call(saver.setup)
         except BaseException:
@@ -195,13 +183,13 @@ class ThreadedSqliteSaver(SqliteSaver):
         return saver
 
     async def aclose(self) -> None:
-        try:
-            await self._call(self.conn.close)
-        finally:
-            self._executor.shutdown(wait=False)
+        """Close the connection on its thread and stop the thread."""
+        await self._worker.aclose()
 
     async def _call(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, functools.partial(fn, *args, **kwargs))
+        """``fn(*args, **kwargs)`` on the checkpointer's thread; sqlite3 errors become StorageError."""
+        call = functools.partial(fn, *args, **kwargs)
+        return await self._worker.run(lambda _conn: call())
 
     async def aget_tuple(self, config: RunnableConfig) -> CheckpointTuple | None:
         return await self._call(self.get_tuple, config)
@@ -254,9 +242,9 @@ async def open_checkpointer(settings: AgentSettings, data_dir: Path, stack: Asyn
             data_dir.mkdir(parents=True, exist_ok=True)
             saver = await ThreadedSqliteSaver.open(data_dir / "agents.sqlite")
             stack.push_async_callback(saver.aclose)
-    except ConfigError:
+    except (ConfigError, StorageError):
         raise
-    except Exception as exc:  # sqlite3 / aiosqlite / psycopg errors, translated once here
+    except Exception as exc:  # psycopg errors, translated once here
         raise StorageError(f"Could not open the agents' {settings.checkpointer} checkpointer: {exc}") from exc
     return saver
 

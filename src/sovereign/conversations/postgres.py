@@ -1,6 +1,8 @@
 """Conversation store in PostgreSQL through psycopg 3 (async connection pool).
 
 psycopg errors are translated into :class:`~sovereign.errors.StorageError` here, in :meth:`_run`.
+The schema is versioned by :data:`MIGRATIONS` (store ``conversations``, recorded in the
+``_sovereign_migrations`` table on the connection's ``search_path``).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from sovereign.conversations.store import Conversation, StoredMessage
 from sovereign.errors import NotFoundError, StorageError
+from sovereign.storage import Migrations, PostgresStep
 from sovereign.types import Role
 
 T = TypeVar("T")
@@ -27,26 +30,45 @@ CREATE TABLE IF NOT EXISTS sovereign_conversation_messages (
     seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, deployment TEXT,
     created_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (conversation_id, seq));
 """
+MIGRATIONS: Migrations[PostgresStep] = Migrations("conversations")
+
+
+@MIGRATIONS.step
+async def m001_initial(conn: psycopg.AsyncConnection[Any]) -> None:
+    """The schema of the release before versioned migrations (adopted as is)."""
+    await conn.execute(SCHEMA)
 
 
 class PostgresConversationStore:
-    """:class:`~sovereign.conversations.store.ConversationStore` on PostgreSQL (tables ``sovereign_conversation*``)."""
+    """:class:`~sovereign.conversations.store.ConversationStore` on PostgreSQL (tables ``sovereign_conversation*``).
 
-    def __init__(self, pool: AsyncConnectionPool) -> None:
+    Build it with :meth:`open`. ``schema_version`` is the number of applied :data:`MIGRATIONS`.
+    """
+
+    def __init__(self, pool: AsyncConnectionPool, schema_version: int = 0) -> None:
         self._pool = pool
+        self.schema_version = schema_version
 
     @classmethod
     async def open(cls, dsn: str, max_size: int = 4) -> PostgresConversationStore:
-        """Connect and create the tables if needed. Raises StorageError."""
+        """Connect and migrate the tables.
+
+        Raises:
+            StorageError: PostgreSQL unreachable or a DDL statement failed.
+            ConfigError: the database was written by a newer Sovereign.
+        """
         pool = AsyncConnectionPool(dsn, min_size=1, max_size=max_size, open=False)
         try:
             await pool.open(wait=True, timeout=10)
             async with pool.connection() as conn:
-                await conn.execute(SCHEMA)
+                version = await MIGRATIONS.apply_async(conn)
         except (psycopg.Error, PoolTimeout) as exc:
             await pool.close()
             raise StorageError(f"Cannot open the PostgreSQL conversation store: {exc}") from exc
-        return cls(pool)
+        except BaseException:
+            await pool.close()
+            raise
+        return cls(pool, version)
 
     async def _run(self, fn: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
         try:

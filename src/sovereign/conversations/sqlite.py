@@ -1,21 +1,21 @@
-"""Conversation store in SQLite (WAL journal, one connection used from a one-thread executor).
+"""Conversation store in SQLite (WAL journal, one connection on a :class:`~sovereign.storage.SqliteWorker`).
 
-sqlite3 errors are translated into :class:`~sovereign.errors.StorageError` here, in :meth:`_run`.
+sqlite3 errors are translated into :class:`~sovereign.errors.StorageError` by the worker. The
+schema is versioned by :data:`MIGRATIONS` (store ``conversations``).
 """
 
 from __future__ import annotations
 
-import asyncio
 import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
 from sovereign.conversations.store import Conversation, StoredMessage
-from sovereign.errors import NotFoundError, StorageError
+from sovereign.errors import NotFoundError
+from sovereign.storage import Migrations, SqliteWorker, execute_script
 from sovereign.types import Role
 
 T = TypeVar("T")
@@ -28,40 +28,46 @@ CREATE TABLE IF NOT EXISTS conversation_messages (
     seq INTEGER NOT NULL, role TEXT NOT NULL, content TEXT NOT NULL, deployment TEXT,
     created_at REAL NOT NULL, PRIMARY KEY (conversation_id, seq));
 """
+MIGRATIONS: Migrations[Callable[[sqlite3.Connection], None]] = Migrations("conversations")
+
+
+@MIGRATIONS.step
+def m001_initial(conn: sqlite3.Connection) -> None:
+    """The schema of the release before versioned migrations (adopted as is)."""
+    execute_script(conn, SCHEMA)
 
 
 class SqliteConversationStore:
-    """:class:`~sovereign.conversations.store.ConversationStore` on one SQLite file (WAL)."""
+    """:class:`~sovereign.conversations.store.ConversationStore` on one SQLite file (WAL).
 
-    def __init__(self, conn: sqlite3.Connection, executor: ThreadPoolExecutor) -> None:
-        self._conn = conn
-        self._executor = executor
+    Build it with :meth:`open`. ``schema_version`` is the number of applied :data:`MIGRATIONS`.
+    """
+
+    def __init__(self, worker: SqliteWorker, schema_version: int) -> None:
+        self._worker = worker
+        self.schema_version = schema_version
 
     @classmethod
     async def open(cls, path: Path) -> SqliteConversationStore:
-        """Create the file and tables if needed. Raises StorageError."""
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="conversations")
+        """Create the file if needed and migrate it.
 
-        def connect() -> sqlite3.Connection:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            conn = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA foreign_keys=ON")
-            conn.executescript(SCHEMA)
-            return conn
-
+        Raises:
+            StorageError: the file cannot be opened or written.
+            ConfigError: the file was written by a newer Sovereign.
+        """
+        # autocommit: append() takes its own BEGIN IMMEDIATE
+        worker = SqliteWorker(path, label=f"the conversation store {path}", thread_name="conversations")
+        await worker.aopen()
         try:
-            conn = await asyncio.get_running_loop().run_in_executor(executor, connect)
-        except (sqlite3.Error, OSError) as exc:
-            executor.shutdown(wait=False)
-            raise StorageError(f"Cannot open the conversation store {path}: {exc}") from exc
-        return cls(conn, executor)
+            version = await worker.run(MIGRATIONS.apply)
+        except BaseException:
+            await worker.aclose()
+            raise
+        return cls(worker, version)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        try:
-            return await asyncio.get_running_loop().run_in_executor(self._executor, fn, self._conn)
-        except sqlite3.Error as exc:
-            raise StorageError(f"Conversation store failed: {exc}") from exc
+        """``fn(conn)`` on the store's thread. Raises StorageError."""
+        return await self._worker.run(fn)
 
     async def create(self, model: str) -> Conversation:
         conv = Conversation(uuid.uuid4().hex, model, time.time())
@@ -119,5 +125,5 @@ class SqliteConversationStore:
         return [StoredMessage(*row) for row in rows]
 
     async def close(self) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
-        self._executor.shutdown(wait=True)
+        """Close the connection and its thread."""
+        await self._worker.aclose()

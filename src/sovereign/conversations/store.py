@@ -32,7 +32,12 @@ class Conversation:
 
 
 class ConversationStore(Protocol):
-    """Sessions and messages. Every method raises StorageError when the database fails."""
+    """Sessions and messages. Every method raises StorageError when the database fails.
+
+    ``schema_version`` is the number of schema migrations applied to the database (for ``doctor``).
+    """
+
+    schema_version: int
 
     async def create(self, model: str) -> Conversation:
         """A new, empty conversation."""

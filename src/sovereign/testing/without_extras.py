@@ -1,14 +1,13 @@
 """Run Sovereign as a core-only install would: importing this module hides every extra's driver.
 
-``python -c "import sovereign.testing.without_extras; ..."`` makes ``import usearch`` (and the
-other drivers in :data:`EXTRA_MODULES`) raise ``ModuleNotFoundError`` and
-``importlib.util.find_spec`` return None for them, exactly as when the extra is not installed,
-without a second virtual environment. Set ``SOVEREIGN_KEEP_EXTRAS=rag,pdf`` to keep some.
+``python -c "from sovereign.testing.without_extras import hide_all; hide_all(); ..."`` makes
+``import usearch`` (and the other drivers in :data:`EXTRA_MODULES`) raise ``ModuleNotFoundError``
+and ``importlib.util.find_spec`` return None for them, exactly as when the extra is not installed,
+without a second virtual environment. Importing this module hides nothing by itself.
 """
 
 from __future__ import annotations
 
-import os
 import sys
 
 EXTRA_MODULES: dict[str, tuple[str, ...]] = {
@@ -30,5 +29,6 @@ def hide(extras: list[str]) -> None:
             sys.modules[module] = None  # type: ignore[assignment]
 
 
-_keep = {e for e in os.environ.get("SOVEREIGN_KEEP_EXTRAS", "").split(",") if e}
-hide([e for e in EXTRA_MODULES if e not in _keep])
+def hide_all(keep: tuple[str, ...] = ()) -> None:
+    """Hide every extra's drivers except those of ``keep``."""
+    hide([e for e in EXTRA_MODULES if e not in keep])

@@ -1,7 +1,8 @@
 """Embedded cache backend: SQLite (WAL) for entries + the in-process per-scope vector index.
 
-One file ``<data_dir>/cache.sqlite3``. Writes run on one dedicated writer thread (its connection
-is never shared). Lookups read inline on the event-loop thread through a second, read-only
+One file ``<data_dir>/cache.sqlite3``. Writes run on one dedicated writer thread (a
+:class:`~sovereign.storage.SqliteWorker`: its connection is never shared; its schema is versioned
+by :data:`MIGRATIONS`). Lookups read inline on the event-loop thread through a second, read-only
 connection: a primary-key read of a page-cached row takes tens of microseconds, less than a hop
 to a thread and back, and a WAL reader never waits for the writer (https://sqlite.org/wal.html,
 "readers do not block writers and a writer does not block readers"). The recency update of a hit
@@ -12,12 +13,11 @@ processes on one file would each keep their own index (use the ``redis`` backend
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -27,6 +27,7 @@ from sovereign.cache.entry import CacheEntry, vector_bytes
 from sovereign.cache.semantic import VectorIndex
 from sovereign.errors import StorageError
 from sovereign.observability import metrics
+from sovereign.storage import Migrations, SqliteWorker, execute_script
 
 T = TypeVar("T")
 log = logging.getLogger("sovereign.cache")
@@ -42,6 +43,13 @@ CREATE TABLE IF NOT EXISTS provenance (
     doc_id TEXT NOT NULL, key TEXT NOT NULL, PRIMARY KEY (doc_id, key)) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS provenance_key ON provenance(key);
 """
+MIGRATIONS: Migrations[Callable[[sqlite3.Connection], None]] = Migrations("cache")
+
+
+@MIGRATIONS.step
+def m001_initial(db: sqlite3.Connection) -> None:
+    """The schema of the release before versioned migrations (adopted as is)."""
+    execute_script(db, _SCHEMA)
 
 
 def _log_failure(future: Future[None]) -> None:
@@ -66,43 +74,47 @@ class SqliteCacheBackend:
         self.path = path
         self.max_entries = max_entries
         self.index = VectorIndex(dimensions)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="cache-sqlite")
-        self._db: sqlite3.Connection | None = None
+        # DEFERRED: implicit transactions, committed by `with db:` in _write
+        self._worker = SqliteWorker(path, label=f"the cache database {path}", thread_name="cache-sqlite",
+                                    isolation_level="DEFERRED")
+        self.schema_version = 0  # set by open(): the number of applied MIGRATIONS
         self._reader: sqlite3.Connection | None = None
         self._count = 0
         self._puts = 0
 
-    def _write(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``fn`` in one transaction on the writer connection (writer thread only). Raises StorageError."""
-        if self._db is None:
-            raise StorageError("The cache database is closed.")
-        try:
-            with self._db:
-                return fn(self._db)
-        except sqlite3.Error as exc:
-            raise StorageError(f"Cache database {self.path} failed: {exc}") from exc
+    @staticmethod
+    def _write(db: sqlite3.Connection, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run ``fn`` in one transaction on the writer connection (writer thread only)."""
+        with db:
+            return fn(db)
 
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._write, fn)
+        """``fn(db)`` in one transaction on the writer thread. Raises StorageError."""
+        return await self._worker.run(self._write, fn)
 
     async def open(self) -> None:
-        def connect() -> list[tuple[str, str, bytes, float]]:
-            try:
-                self.path.parent.mkdir(parents=True, exist_ok=True)
-                db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-                db.execute("PRAGMA journal_mode=WAL")
-                db.execute("PRAGMA synchronous=NORMAL")
-                db.executescript(_SCHEMA)
-                db.isolation_level = "DEFERRED"  # implicit transactions again, committed by `with db:`
-                self._db = db
-                return db.execute(
-                    "SELECT key, scope, vector, expires FROM entries WHERE vector IS NOT NULL AND expires > ?",
-                    (time.time(),),
-                ).fetchall()
-            except (sqlite3.Error, OSError) as exc:
-                raise StorageError(f"Cannot open the cache database {self.path}: {exc}") from exc
+        """Open (and migrate) the file, open the reader, rebuild the vector index from live rows.
 
-        rows = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        Raises:
+            StorageError: the file cannot be opened or read. ConfigError: written by a newer Sovereign.
+        """
+        await self._worker.aopen()
+        try:
+            await self._load()
+        except BaseException:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
+            await self._worker.aclose()
+            raise
+
+    async def _load(self) -> None:
+        """Migrate, open the read-only connection, index the live vectors, count the rows."""
+        self.schema_version = await self._worker.run(MIGRATIONS.apply)
+        rows = await self._run(lambda db: db.execute(
+            "SELECT key, scope, vector, expires FROM entries WHERE vector IS NOT NULL AND expires > ?",
+            (time.time(),),
+        ).fetchall())
         try:
             # timeout 0: a busy database (WAL-index recovery) fails at once, as a miss, instead of
             # sleeping on the event loop
@@ -115,17 +127,11 @@ class SqliteCacheBackend:
         metrics.CACHE_ENTRIES.labels(backend=self.name).set(self._count)
 
     async def close(self) -> None:
+        """Close the reader, then the writer after its queued writes; forget the vector index."""
         if self._reader is not None:
             self._reader.close()
             self._reader = None
-
-        def shut() -> None:
-            if self._db is not None:
-                self._db.close()
-                self._db = None
-
-        await asyncio.get_running_loop().run_in_executor(self._executor, shut)
-        self._executor.shutdown(wait=True)
+        await self._worker.aclose()
         self.index.clear()
 
     def _read(self, sql: str, args: Sequence[Any]) -> list[Any]:
@@ -139,7 +145,7 @@ class SqliteCacheBackend:
 
     def _touch_later(self, key: str, now: float) -> None:
         """Queue the LRU recency update of ``key`` on the writer thread; failures are logged."""
-        self._executor.submit(self._write, lambda db: self._touch(db, key, now)).add_done_callback(_log_failure)
+        self._worker.submit(self._write, lambda db: self._touch(db, key, now)).add_done_callback(_log_failure)
 
     @staticmethod
     def _touch(db: sqlite3.Connection, key: str, now: float) -> None:

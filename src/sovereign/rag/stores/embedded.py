@@ -15,20 +15,19 @@ the same way before the search runs.
 Why usearch: measured in ``bench/rag_bench.py`` against exact search (recall@10 and p50 on 200k
 vectors); it is a single wheel with no server and supports deletion and incremental adds.
 
-All SQLite and usearch work runs on one dedicated thread (SQLite connections are bound to the
-thread that made them; the event loop never blocks). Errors: ``sqlite3.Error`` and usearch
-failures become :class:`~sovereign.errors.StorageError`.
+All SQLite and usearch work runs on one dedicated thread, a :class:`~sovereign.storage.SqliteWorker`
+(SQLite connections are bound to the thread that made them; the event loop never blocks). The
+SQLite schema is versioned by :data:`MIGRATIONS` (store ``rag_embedded``). Errors: ``sqlite3.Error``
+and usearch failures become :class:`~sovereign.errors.StorageError`.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -37,6 +36,7 @@ import numpy as np
 from sovereign.errors import NotFoundError, StorageError
 from sovereign.rag.models import ChunkRecord, DocumentRecord, SearchHit
 from sovereign.rag.stores.base import Ranked, check_collection, query_terms
+from sovereign.storage import Migrations, SqliteWorker, execute_script
 
 log = logging.getLogger("sovereign.rag.embedded")
 T = TypeVar("T")
@@ -56,6 +56,15 @@ CREATE INDEX IF NOT EXISTS chunks_collection ON chunks (collection);
 CREATE INDEX IF NOT EXISTS chunks_hash ON chunks (content_hash);
 CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5 (title, heading, text, tokenize = 'porter unicode61');
 """
+MIGRATIONS: Migrations[Callable[[sqlite3.Connection], None]] = Migrations("rag_embedded")
+
+
+@MIGRATIONS.step
+def m001_initial(db: sqlite3.Connection) -> None:
+    """The schema of the release before versioned migrations (adopted as is)."""
+    execute_script(db, _SCHEMA)
+
+
 _HIT_SQL = """SELECT c.chunk_id, c.doc_id, d.path, d.title, c.text, c.heading, c.ordinal, d.collection
 FROM chunks c JOIN documents d ON d.doc_id = c.doc_id WHERE c.chunk_id IN ({})"""
 
@@ -84,27 +93,27 @@ class EmbeddedStore:
         self.dimensions = dimensions
         self._ann_options: dict[str, Any] = {"connectivity": connectivity, "expansion_add": expansion_add,
                                              "expansion_search": expansion_search}
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
+        # autocommit: every write takes its own BEGIN IMMEDIATE
+        self._worker = SqliteWorker(self.directory / "store.sqlite3", label=f"the embedded store {self.directory}",
+                                    thread_name="rag-sqlite")
+        self.schema_version = 0  # set by open(): the number of applied MIGRATIONS
         self._indexes: dict[str, Any] = {}
         self._versions: dict[str, int] = {}  # collection -> SQLite version its in-memory index reflects
         self._dirty: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
     async def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        if self._executor is None:
+        """``fn(*args)`` on the store's thread (``fn`` uses :attr:`db`). Raises StorageError."""
+        if not self._worker.is_open:
             raise StorageError("The embedded store is not open; call open() first.")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(self._executor, fn, *args)
-        except sqlite3.Error as exc:
-            raise StorageError(f"Embedded store {self.directory} failed: {exc}") from exc
+        return await self._worker.run(lambda _db, *a: fn(*a), *args)
 
     @property
     def db(self) -> sqlite3.Connection:
-        if self._db is None:
+        """The SQLite connection (store thread only). Raises StorageError when not open."""
+        if not self._worker.is_open:
             raise StorageError("The embedded store is not open; call open() first.")
-        return self._db
+        return self._worker.conn
 
     def _new_index(self) -> Any:
         from sovereign.rag.ann import new_index
@@ -116,9 +125,15 @@ class EmbeddedStore:
 
     # -- lifecycle --------------------------------------------------------------------------
     async def open(self) -> None:
-        if self._executor is not None:
+        """Open (and migrate) ``store.sqlite3``, load and reconcile every collection's index.
+
+        Raises:
+            StorageError: the directory or database cannot be opened. ConfigError: the database
+                was written by a newer Sovereign.
+        """
+        if self._worker.is_open:
             return
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rag-sqlite")
+        await self._worker.aopen()
         try:
             await self._run(self._open_sync)
         except Exception:
@@ -127,13 +142,8 @@ class EmbeddedStore:
 
     def _open_sync(self) -> None:
         (self.directory / "ann").mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.directory / "store.sqlite3", isolation_level=None)
-        self._db = db
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.execute("PRAGMA foreign_keys=ON")
-        db.execute("PRAGMA busy_timeout=10000")
-        db.executescript(_SCHEMA)
+        db = self.db
+        self.schema_version = MIGRATIONS.apply(db)
         for (collection,) in db.execute("SELECT name FROM collections").fetchall():
             self._catch_up(collection)
         for stale in (self.directory / "ann").glob("*.usearch"):
@@ -226,7 +236,8 @@ class EmbeddedStore:
             index.add(keys, vectors)
 
     async def flush(self) -> None:
-        if self._executor is not None:
+        """Save every changed ANN index file (no-op when closed). Raises StorageError."""
+        if self._worker.is_open:
             await self._run(self._flush_sync)
 
     def _flush_sync(self) -> None:
@@ -245,21 +256,18 @@ class EmbeddedStore:
         self._dirty.clear()
 
     async def close(self) -> None:
-        if self._executor is None:
+        """Save the indexes, close the database and the thread; idempotent. Raises StorageError."""
+        if not self._worker.is_open:
             return
         try:
-            if self._db is not None:
-                await self._run(self._close_sync)
+            await self._run(self._close_sync)
         finally:
-            self._executor.shutdown(wait=True)
-            self._executor = None
+            await self._worker.aclose()
 
     def _close_sync(self) -> None:
         try:
             self._flush_sync()
         finally:
-            self.db.close()
-            self._db = None
             self._indexes.clear()
             self._versions.clear()
 

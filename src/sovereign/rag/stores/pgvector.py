@@ -11,11 +11,15 @@ built-in stand-in for BM25). Connections come from a psycopg 3 ``AsyncConnection
 :meth:`PgVectorStore.open` enables the ``vector`` extension (``CREATE EXTENSION IF NOT EXISTS``)
 before it opens the pool; that needs a superuser once per database.
 
+The DDL is versioned by :data:`MIGRATIONS` (store ``rag_pgvector``, recorded in
+``<schema>._sovereign_migrations``, so each schema has its own version).
+
 Errors: every ``psycopg.Error`` becomes :class:`~sovereign.errors.StorageError`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import AsyncIterator, Sequence
@@ -26,8 +30,44 @@ import numpy as np
 from sovereign.errors import ConfigError, NotFoundError, StorageError
 from sovereign.rag.models import ChunkRecord, DocumentRecord, SearchHit
 from sovereign.rag.stores.base import Ranked, check_collection, query_terms
+from sovereign.storage import Migrations, PostgresStep
 
 _SCHEMA_NAME = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+MIGRATIONS: Migrations[PostgresStep] = Migrations("rag_pgvector")
+
+
+@MIGRATIONS.step
+async def m001_initial(conn: Any, store: PgVectorStore) -> None:
+    """The schema of the release before versioned migrations (adopted as is)."""
+    ops = f"{store.vtype}_cosine_ops"
+    statements = [
+        "CREATE SCHEMA IF NOT EXISTS {s}",
+        "CREATE TABLE IF NOT EXISTS {s}.collections (name text PRIMARY KEY, version bigint NOT NULL DEFAULT 0)",
+        "CREATE TABLE IF NOT EXISTS {s}.documents (doc_id text PRIMARY KEY, collection text NOT NULL "
+        "REFERENCES {s}.collections(name), path text NOT NULL, title text NOT NULL, content_hash text NOT NULL, "
+        "size bigint NOT NULL, metadata jsonb NOT NULL, UNIQUE (collection, path))",
+        "CREATE TABLE IF NOT EXISTS {s}.chunks (id bigserial PRIMARY KEY, chunk_id text NOT NULL UNIQUE, "
+        "doc_id text NOT NULL REFERENCES {s}.documents(doc_id) ON DELETE CASCADE, collection text NOT NULL, "
+        "path text NOT NULL, title text NOT NULL, ordinal int NOT NULL, heading text NOT NULL, text text NOT NULL, "
+        "content_hash text NOT NULL, token_count int NOT NULL, embedding {vt} NOT NULL, "
+        "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', title || ' ' || heading || ' ' || text)) STORED)",
+        "CREATE INDEX IF NOT EXISTS chunks_collection ON {s}.chunks (collection)",
+        "CREATE INDEX IF NOT EXISTS chunks_hash ON {s}.chunks (content_hash)",
+        "CREATE INDEX IF NOT EXISTS chunks_tsv ON {s}.chunks USING gin (tsv)",
+        f"CREATE INDEX IF NOT EXISTS chunks_hnsw ON {{s}}.chunks USING hnsw (embedding {ops}) "
+        f"WITH (m = {int(store.m)}, ef_construction = {int(store.ef_construction)})",
+    ]
+    for statement in statements:
+        await conn.execute(store._sql(statement))
+
+
+@MIGRATIONS.step
+async def m002_chunks_doc_id_index(conn: Any, store: PgVectorStore) -> None:
+    """Index ``chunks (doc_id, ordinal)``: PostgreSQL does not index a foreign key's column, so every
+    per-document read (``iter_documents``, the chunk count of ``list_documents``), the ``DELETE ...
+    WHERE doc_id`` of a re-ingest and the ``ON DELETE CASCADE`` of a document scanned the whole table
+    (SQLite's schema has this index through ``UNIQUE (doc_id, ordinal)``)."""
+    await conn.execute(store._sql("CREATE INDEX IF NOT EXISTS chunks_doc ON {s}.chunks (doc_id, ordinal)"))
 
 
 def glob_to_like(pattern: str) -> str:
@@ -81,6 +121,7 @@ class PgVectorStore:
         self.vtype = "halfvec" if halfvec else "vector"
         self.pool_max = pool_max
         self._pool: Any = None
+        self.schema_version = 0  # set by open(): the number of applied MIGRATIONS in this schema
         self._inserted = 0  # chunk rows written since the last ANALYZE (flush)
 
     def _sql(self, text: str) -> str:
@@ -99,11 +140,12 @@ class PgVectorStore:
             raise StorageError(f"PostgreSQL store failed: {exc}") from exc
 
     async def open(self) -> None:
-        """Enable ``vector`` if missing, open the pool, create the schema and indexes (idempotent).
+        """Enable ``vector`` if missing, open the pool, migrate the schema (idempotent).
 
         Raises:
             StorageError: PostgreSQL unreachable, pgvector missing or not creatable by this role,
                 or a DDL statement failed.
+            ConfigError: the schema was written by a newer Sovereign.
         """
         import psycopg
         from pgvector.psycopg import register_vector_async
@@ -124,30 +166,28 @@ class PgVectorStore:
             await pool.close()
             raise StorageError(f"Cannot connect to PostgreSQL for the pgvector store: {exc}") from exc
         self._pool = pool
-        ops = f"{self.vtype}_cosine_ops"
-        statements = [
-            "CREATE SCHEMA IF NOT EXISTS {s}",
-            "CREATE TABLE IF NOT EXISTS {s}.collections (name text PRIMARY KEY, version bigint NOT NULL DEFAULT 0)",
-            "CREATE TABLE IF NOT EXISTS {s}.documents (doc_id text PRIMARY KEY, collection text NOT NULL "
-            "REFERENCES {s}.collections(name), path text NOT NULL, title text NOT NULL, content_hash text NOT NULL, "
-            "size bigint NOT NULL, metadata jsonb NOT NULL, UNIQUE (collection, path))",
-            "CREATE TABLE IF NOT EXISTS {s}.chunks (id bigserial PRIMARY KEY, chunk_id text NOT NULL UNIQUE, "
-            "doc_id text NOT NULL REFERENCES {s}.documents(doc_id) ON DELETE CASCADE, collection text NOT NULL, "
-            "path text NOT NULL, title text NOT NULL, ordinal int NOT NULL, heading text NOT NULL, text text NOT NULL, "
-            "content_hash text NOT NULL, token_count int NOT NULL, embedding {vt} NOT NULL, "
-            "tsv tsvector GENERATED ALWAYS AS (to_tsvector('english', title || ' ' || heading || ' ' || text)) STORED)",
-            "CREATE INDEX IF NOT EXISTS chunks_collection ON {s}.chunks (collection)",
-            "CREATE INDEX IF NOT EXISTS chunks_hash ON {s}.chunks (content_hash)",
-            "CREATE INDEX IF NOT EXISTS chunks_tsv ON {s}.chunks USING gin (tsv)",
-            f"CREATE INDEX IF NOT EXISTS chunks_hnsw ON {{s}}.chunks USING hnsw (embedding {ops}) "
-            f"WITH (m = {int(self.m)}, ef_construction = {int(self.ef_construction)})",
-        ]
         try:
-            for statement in statements:
-                await self._execute(statement, fetch=False)
-        except StorageError:
+            self.schema_version = await self._migrate()
+        except BaseException:
             await self.close()
             raise
+
+    async def _migrate(self) -> int:
+        """Create the schema (its record table lives there), then apply :data:`MIGRATIONS`.
+
+        Returns the schema version. Raises StorageError (psycopg failed) or ConfigError (newer schema).
+        """
+        import psycopg
+        from psycopg import errors as pg_errors
+
+        try:
+            async with self._pool.connection() as conn:
+                # UniqueViolation: another process created it at the same moment
+                with contextlib.suppress(pg_errors.UniqueViolation, pg_errors.DuplicateSchema):
+                    await conn.execute(self._sql("CREATE SCHEMA IF NOT EXISTS {s}"))
+                return await MIGRATIONS.apply_async(conn, self, table=self._sql("{s}._sovereign_migrations"))
+        except psycopg.Error as exc:
+            raise StorageError(f"Cannot migrate the pgvector store's schema {self.schema}: {exc}") from exc
 
     async def _ensure_extension(self) -> None:
         """Run ``CREATE EXTENSION IF NOT EXISTS vector`` on a plain connection (not the pool).
