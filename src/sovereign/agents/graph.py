@@ -44,6 +44,7 @@ from sovereign.agents.nodes import planner, retrieval, router, simple, synthesiz
 from sovereign.agents.state import AgentState, RunContext, Turn, fresh_state
 from sovereign.config import AgentSettings, resolve_secret
 from sovereign.errors import ConfigError, StorageError
+from sovereign.extras import require
 from sovereign.storage import SqliteWorker
 
 log = logging.getLogger("sovereign.agents")
@@ -231,6 +232,7 @@ async def open_checkpointer(settings: AgentSettings, data_dir: Path, stack: Asyn
         return InMemorySaver()
     try:
         if settings.checkpointer == "postgres":
+            require("langgraph.checkpoint.postgres", extra="pgvector", feature="the PostgreSQL agent checkpointer")
             from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 
             dsn = resolve_secret(settings.pg_dsn_env)
