@@ -9,15 +9,35 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
-FinishReason = Literal["stop", "length", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+
+
+@dataclass(frozen=True, slots=True)
+class ToolCall:
+    """A function call the model made: ``arguments`` is the JSON text of the arguments object."""
+
+    id: str
+    name: str
+    arguments: str
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI ``tool_calls[]`` item."""
+        return {"id": self.id, "type": "function", "function": {"name": self.name, "arguments": self.arguments}}
 
 
 @dataclass(frozen=True, slots=True)
 class ChatMessage:
-    """One conversation turn. ``content`` is plain text (multi-part text is joined by the server)."""
+    """One conversation turn. ``content`` is plain text (multi-part text is joined by the server).
+
+    An assistant turn may carry ``tool_calls`` (its content then often empty); a ``tool`` turn
+    answers the call whose id is ``tool_call_id``.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,8 +46,10 @@ class SamplingParams:
 
     ``max_tokens`` is the output budget in tokens (None = as much as fits, capped by the engine's
     default); ``temperature`` 0 means greedy decoding;
-    ``json_mode`` constrains output to JSON with a grammar; ``ignore_eos`` keeps decoding past the
-    end-of-sequence token until ``max_tokens`` (benchmark clients rely on it).
+    ``json_mode`` constrains output to JSON with a grammar, ``json_schema`` (a JSON Schema object)
+    to JSON valid against that schema; ``ignore_eos`` keeps decoding past the end-of-sequence
+    token until ``max_tokens`` (benchmark clients rely on it); ``logprobs`` returns the chosen
+    tokens' log-probabilities with ``top_logprobs`` (0..20) alternatives each.
     """
 
     max_tokens: int | None = None
@@ -39,6 +61,9 @@ class SamplingParams:
     ignore_eos: bool = False
     presence_penalty: float = 0.0
     frequency_penalty: float = 0.0
+    json_schema: dict[str, Any] | None = None
+    logprobs: bool = False
+    top_logprobs: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +72,9 @@ class GenerationRequest:
 
     ``buffered`` is true when the client receives the whole answer at once (non-streaming): an
     engine failure mid-generation is then still invisible, so a router may restart elsewhere.
+    ``tools`` are OpenAI function tools (``{"type": "function", "function": {name, description,
+    parameters}}``); ``tool_choice`` is ``"none" | "auto" | "required" | {"type": "function",
+    "function": {"name": ...}}`` or None (the engine's default).
     """
 
     model: str
@@ -56,6 +84,9 @@ class GenerationRequest:
     user: str | None = None
     conversation_id: str | None = None
     buffered: bool = False
+    tools: tuple[dict[str, Any], ...] = ()
+    tool_choice: str | dict[str, Any] | None = None
+    parallel_tool_calls: bool | None = None
 
     @property
     def is_chat(self) -> bool:
@@ -88,6 +119,29 @@ class Usage:
 
 
 @dataclass(slots=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: the first piece of call ``index`` carries ``id`` and
+    ``name``; ``arguments`` pieces concatenate to the arguments' JSON text."""
+
+    index: int
+    id: str | None = None
+    name: str | None = None
+    arguments: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The OpenAI ``delta.tool_calls[]`` item."""
+        out: dict[str, Any] = {"index": self.index}
+        if self.id is not None:
+            out["id"] = self.id
+            out["type"] = "function"
+        function: dict[str, Any] = {"arguments": self.arguments}
+        if self.name is not None:
+            function["name"] = self.name
+        out["function"] = function
+        return out
+
+
+@dataclass(slots=True)
 class GenerationChunk:
     """One streamed piece of output: ``text`` (may be empty) and, on the last chunk, ``finish_reason``.
 
@@ -100,6 +154,8 @@ class GenerationChunk:
     usage: Usage
     finish_reason: FinishReason | None = None
     metadata: dict[str, Any] | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+    logprobs: list[dict[str, Any]] | None = None  # OpenAI ``logprobs.content`` items of this chunk's tokens
 
 
 @dataclass(slots=True)
@@ -110,3 +166,11 @@ class GenerationResult:
     finish_reason: FinishReason
     usage: Usage
     metadata: dict[str, Any] = field(default_factory=dict)
+    tool_calls: list[ToolCall] = field(default_factory=list)
+    logprobs: list[dict[str, Any]] | None = None
+
+    def as_chunk(self) -> GenerationChunk:
+        """The whole result as one final stream chunk (tool calls as one piece each)."""
+        calls = [ToolCallDelta(i, c.id, c.name, c.arguments) for i, c in enumerate(self.tool_calls)]
+        return GenerationChunk(self.text, self.usage, self.finish_reason, self.metadata or None,
+                               tool_calls=calls or None, logprobs=self.logprobs)

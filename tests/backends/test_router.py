@@ -356,3 +356,27 @@ async def test_json_upstream_sends_buffered_requests_as_json(client_for) -> None
         router = Router("m", [dep], FAST)
         assert (await collect(router.stream(request()))).text == "streamed"  # streaming clients still stream
         assert script.bodies[1]["stream"] is True
+
+
+TOOL = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+
+
+async def test_request_with_tools_skips_a_deployment_without_tools(client_for) -> None:
+    script = Script(b=[(200, sse("ok"))])
+    async with client_for(script) as client:
+        router = Router("m", [deployment("a", client, engine="triton"), deployment("b", client)], FAST)
+        tools_request = replace(request(), tools=(TOOL,), tool_choice="auto")
+        result = await collect(router.stream(tools_request))
+    assert result.metadata["route"]["deployment"] == "b"  # triton declares no tools: passed over, not called
+    assert script.calls == {"b": 1} and script.bodies[0]["tools"] == [TOOL]
+    assert router.capabilities.tools  # the route offers what one of its deployments has
+
+
+async def test_no_deployment_with_the_feature_is_400_naming_it(client_for) -> None:
+    script = Script()
+    async with client_for(script) as client:
+        router = Router("m", [deployment("a", client, engine="triton")], FAST)
+        schema_request = replace(request(), sampling=SamplingParams(max_tokens=8, json_schema={"type": "object"}))
+        with pytest.raises(UnsupportedParameterError, match="does not support json_schema") as exc:
+            await collect(router.stream(schema_request))
+    assert exc.value.param == "json_schema" and script.calls == {}

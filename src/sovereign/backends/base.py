@@ -14,7 +14,7 @@ from typing import Any, Literal, Protocol, get_args, runtime_checkable
 import numpy as np
 
 from sovereign.errors import ContextLengthExceededError
-from sovereign.types import FinishReason, GenerationChunk, GenerationRequest, GenerationResult, Usage
+from sovereign.types import FinishReason, GenerationChunk, GenerationRequest, GenerationResult, ToolCall, Usage
 
 Feature = Literal["json_mode", "json_schema", "tools", "vision", "logprobs", "n", "ignore_eos", "seed",
                   "completions", "tokenize"]
@@ -66,9 +66,16 @@ FEATURES: tuple[Feature, ...] = get_args(Feature)
 def required_features(request: GenerationRequest) -> list[Feature]:
     """The features a deployment must have to serve ``request`` (see :class:`Capabilities`)."""
     needed: list[Feature] = []
-    if request.sampling.json_mode:
+    s = request.sampling
+    if request.tools and request.tool_choice != "none":
+        needed.append("tools")
+    if s.json_mode:
         needed.append("json_mode")
-    if request.sampling.ignore_eos:
+    if s.json_schema is not None:
+        needed.append("json_schema")
+    if s.logprobs:
+        needed.append("logprobs")
+    if s.ignore_eos:
         needed.append("ignore_eos")
     if not request.is_chat:
         needed.append("completions")
@@ -193,18 +200,31 @@ class EmbeddingBackend(Protocol):
 
 
 async def collect(chunks: AsyncIterator[GenerationChunk]) -> GenerationResult:
-    """Drain a stream into one :class:`GenerationResult` (the non-streaming path)."""
+    """Drain a stream into one :class:`GenerationResult` (the non-streaming path): text, tool-call
+    pieces joined per call index, log-probabilities concatenated, the final usage and metadata."""
     parts: list[str] = []
     usage = Usage()
     finish: FinishReason = "stop"
     metadata: dict[str, Any] = {}
+    calls: dict[int, tuple[list[str], list[str], list[str]]] = {}  # index -> ids, names, argument pieces
+    logprobs: list[dict[str, Any]] | None = None
     async for chunk in chunks:
         parts.append(chunk.text)
         usage = chunk.usage
+        for delta in chunk.tool_calls or ():
+            ids, names, arguments = calls.setdefault(delta.index, ([], [], []))
+            ids.extend([delta.id] if delta.id else [])
+            names.extend([delta.name] if delta.name else [])
+            arguments.append(delta.arguments)
+        if chunk.logprobs:
+            logprobs = [*(logprobs or []), *chunk.logprobs]
         if chunk.finish_reason is not None:
             finish = chunk.finish_reason
             metadata = chunk.metadata or {}
-    return GenerationResult(text="".join(parts), finish_reason=finish, usage=usage, metadata=metadata)
+    tool_calls = [ToolCall(ids[0] if ids else f"call_{i}", names[0] if names else "", "".join(arguments))
+                  for i, (ids, names, arguments) in sorted(calls.items())]
+    return GenerationResult(text="".join(parts), finish_reason=finish, usage=usage, metadata=metadata,
+                            tool_calls=tool_calls, logprobs=logprobs)
 
 
 def resolve_max_tokens(

@@ -72,8 +72,17 @@ def estimate_tokens(text: str, *, bytes_per_token: int = 2) -> int:
 
 def upper_bound_tokens(messages: Sequence[ChatMessage]) -> int:
     """A cheap, guaranteed upper bound on prompt tokens (no tokenizer call): per message
-    :func:`estimate_tokens` at one byte per token plus ``MESSAGE_OVERHEAD``, plus ``PROMPT_OVERHEAD``."""
-    return sum(estimate_tokens(m.content, bytes_per_token=1) + MESSAGE_OVERHEAD for m in messages) + PROMPT_OVERHEAD
+    :func:`estimate_tokens` at one byte per token (content and tool calls) plus ``MESSAGE_OVERHEAD``,
+    plus ``PROMPT_OVERHEAD``. Tool definitions are not included (the template renders them)."""
+    per_message = (estimate_tokens(message_text(m), bytes_per_token=1) + MESSAGE_OVERHEAD for m in messages)
+    return sum(per_message) + PROMPT_OVERHEAD
+
+
+def message_text(message: ChatMessage) -> str:
+    """Everything of ``message`` the template writes out: content, then each tool call's name and arguments."""
+    if not message.tool_calls:
+        return message.content
+    return message.content + "".join(f" {c.name} {c.arguments}" for c in message.tool_calls)
 
 
 def select_messages(
@@ -158,7 +167,7 @@ async def fit_request(
     bound = upper_bound_tokens(messages)
     if bound + output <= context_window:
         return FitResult(request, bound)
-    counts = await asyncio.gather(*(count(m.content) for m in messages))
+    counts = await asyncio.gather(*(count(message_text(m)) for m in messages))
     costs = [c + MESSAGE_OVERHEAD for c in counts]
     total = sum(costs) + PROMPT_OVERHEAD
     if total + output <= context_window:

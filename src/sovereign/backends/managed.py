@@ -33,6 +33,7 @@ from sovereign.backends.base import Capabilities, ProcessInfo, collect, resolve_
 from sovereign.backends.context_fit import PROMPT_OVERHEAD, estimate_tokens, upper_bound_tokens
 from sovereign.backends.llama_process import LlamaServerProcess
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status, translate_transport_error
+from sovereign.backends.openai_wire import wire_message
 from sovereign.config import DeploymentSettings, EngineSettings
 from sovereign.errors import EngineError, EngineOverloadedError, EngineUnavailableError, StreamInterruptedError
 from sovereign.observability import metrics
@@ -87,7 +88,8 @@ class ManagedLlamaServer:
 
     @property
     def capabilities(self) -> Capabilities:
-        return Capabilities(context_window=self.settings.n_ctx, tokenize=True, engine="llama.cpp server (managed)")
+        return Capabilities(context_window=self.settings.n_ctx, tools=True, json_schema=True, logprobs=True,
+                            tokenize=True, engine="llama.cpp server (managed)")
 
     @property
     def ready(self) -> bool:
@@ -165,8 +167,10 @@ class ManagedLlamaServer:
             EngineUnavailableError / EngineError: the engine is down or failed.
         """
         if request.is_chat:
-            messages = [{"role": m.role, "content": m.content} for m in request.messages]
-            prompt = str((await self._post("/apply-template", {"messages": messages}))["prompt"])
+            body: dict[str, object] = {"messages": [wire_message(m) for m in request.messages]}
+            if request.tools:
+                body["tools"] = list(request.tools)  # the template renders them into the prompt
+            prompt = str((await self._post("/apply-template", body))["prompt"])
         else:
             prompt = request.prompt or ""
         answer = await self._post("/tokenize", {"content": prompt, "add_special": True, "parse_special": True})
@@ -197,8 +201,9 @@ class ManagedLlamaServer:
         """``request`` with an explicit, checked ``max_tokens`` (waits for a restarting engine).
 
         The free upper bound of :func:`~sovereign.backends.context_fit.upper_bound_tokens` (UTF-8
-        bytes plus the template allowance) settles most requests; only one near the window's edge
-        costs the two round trips of the exact count (``/apply-template`` + ``/tokenize``).
+        bytes plus the template allowance) settles most requests; only one near the window's edge,
+        or one with tools (rendered by the template), costs the two round trips of the exact count
+        (``/apply-template`` + ``/tokenize``).
         """
         if not self.process.healthy:
             if not self.process.supervising:
@@ -208,7 +213,7 @@ class ManagedLlamaServer:
         wanted = request.sampling.max_tokens or s.default_max_tokens
         bound = (upper_bound_tokens(request.messages) if request.is_chat
                  else estimate_tokens(request.prompt or "", bytes_per_token=1) + PROMPT_OVERHEAD)
-        if bound + wanted <= s.n_ctx:
+        if bound + wanted <= s.n_ctx and not request.tools:  # tools: the template adds text no bound knows
             max_tokens = wanted  # the exact count could only leave more room
         else:
             prompt = await self.count_prompt_tokens(request)
@@ -273,5 +278,5 @@ class ManagedLlamaServer:
                     await self._resend_wait(attempt, exc)
         finally:
             self._track(-1)
-        yield GenerationChunk(result.text, result.usage, result.finish_reason, result.metadata or None)
+        yield result.as_chunk()
 

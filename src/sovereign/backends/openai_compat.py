@@ -35,7 +35,8 @@ from cachetools import LRUCache
 from httpx_sse import ServerSentEvent, aconnect_sse
 
 from sovereign.backends.base import Capabilities
-from sovereign.backends.context_fit import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, estimate_tokens
+from sovereign.backends.context_fit import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, estimate_tokens, message_text
+from sovereign.backends.openai_wire import choice_logprobs, delta_tool_calls, message_tool_calls, wire_message
 from sovereign.config import DeploymentSettings, resolve_secret
 from sovereign.errors import (
     ContextLengthExceededError,
@@ -73,6 +74,9 @@ class EngineProfile:
     ignore_eos: bool = False
     stream_usage: bool = True
     json_upstream: bool = False
+    tools: bool = True
+    json_schema: bool = True
+    logprobs: bool = True
 
 
 def _count_field(answer: Any) -> int:
@@ -117,7 +121,7 @@ PROFILES: dict[str, EngineProfile] = {
         stream_usage=False,
         json_upstream=True,
     ),
-    "ollama": EngineProfile("Ollama /v1", "/api/version"),
+    "ollama": EngineProfile("Ollama /v1", "/api/version", logprobs=False),
     "tgi": EngineProfile(
         "TGI Messages API",
         "/health",
@@ -125,12 +129,15 @@ PROFILES: dict[str, EngineProfile] = {
         lambda m, t: {"inputs": t, "add_special_tokens": False},
         len,
         json_mode=False,
+        json_schema=False,
     ),
-    "triton": EngineProfile("Triton OpenAI frontend", "/health/ready", json_mode=False),
+    "triton": EngineProfile("Triton OpenAI frontend", "/health/ready", json_mode=False, tools=False, json_schema=False,
+                            logprobs=False),
     "openai": EngineProfile("OpenAI-compatible", "/v1/models"),
 }
 
-_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length"}
+_FINISH: dict[str, FinishReason] = {"stop": "stop", "length": "length", "tool_calls": "tool_calls",
+                                    "function_call": "tool_calls"}
 _CONTEXT_CODES = frozenset({"context_length_exceeded", "exceed_context_size_error"})
 
 
@@ -226,6 +233,9 @@ class OpenAICompatBackend:
             json_mode=p.json_mode,
             seed=p.seed,
             ignore_eos=p.ignore_eos,
+            tools=p.tools,
+            json_schema=p.json_schema,
+            logprobs=p.logprobs,
             tokenize=p.tokenize_path is not None,
             engine=p.label,
             owned_by=self.settings.engine,
@@ -300,7 +310,7 @@ class OpenAICompatBackend:
         """Prompt tokens: message tokens plus chat-template overhead (an estimate of the template)."""
         if not request.is_chat:
             return await self.count_text_tokens(request.prompt or "") + PROMPT_OVERHEAD
-        counts = [await self.count_text_tokens(m.content) for m in request.messages]
+        counts = [await self.count_text_tokens(message_text(m)) for m in request.messages]
         return sum(counts) + MESSAGE_OVERHEAD * len(counts) + PROMPT_OVERHEAD
 
     # -- generation ----------------------------------------------------------------------------
@@ -326,7 +336,13 @@ class OpenAICompatBackend:
             "top_p": s.top_p,
         }
         if request.is_chat:
-            body["messages"] = [{"role": m.role, "content": m.content} for m in request.messages]
+            body["messages"] = [wire_message(m) for m in request.messages]
+            if request.tools:
+                body["tools"] = list(request.tools)
+            if request.tool_choice is not None:
+                body["tool_choice"] = request.tool_choice
+            if request.parallel_tool_calls is not None:
+                body["parallel_tool_calls"] = request.parallel_tool_calls
         else:
             body["prompt"] = request.prompt or ""
         if s.max_tokens is not None:
@@ -341,6 +357,13 @@ class OpenAICompatBackend:
             body["frequency_penalty"] = s.frequency_penalty
         if s.json_mode:
             body["response_format"] = {"type": "json_object"}
+        if s.json_schema is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "response", "schema": s.json_schema, "strict": True}}
+        if s.logprobs:
+            body["logprobs"] = True
+            if s.top_logprobs:
+                body["top_logprobs"] = s.top_logprobs
         if s.ignore_eos:
             body["ignore_eos"] = True
         if p.stream_usage and streamed:
@@ -414,12 +437,15 @@ class OpenAICompatBackend:
         try:
             answer = orjson.loads(response.content)
             choice = answer["choices"][0]
-            text = (choice.get("message") or {}).get("content") if chat else choice.get("text")
+            message = choice.get("message") or {}
+            text = message.get("content") if chat else choice.get("text")
             usage = parse_usage(answer.get("usage") or {})
+            calls = message_tool_calls(message) if chat else []
         except (orjson.JSONDecodeError, KeyError, IndexError, TypeError, ValueError) as exc:
             raise EngineError(f"Engine {self.name} answered garbage: {response.content[:200]!r}") from exc
-        if text:
-            yield GenerationChunk(text=text, usage=usage)
+        if text or calls:
+            yield GenerationChunk(text=text or "", usage=usage, tool_calls=calls or None,
+                                  logprobs=choice_logprobs(choice))
         yield GenerationChunk(text="", usage=usage, finish_reason=_FINISH.get(choice.get("finish_reason"), "stop"))
 
     async def _parse(self, events: AsyncIterator[ServerSentEvent], chat: bool) -> AsyncIterator[GenerationChunk]:
@@ -446,11 +472,17 @@ class OpenAICompatBackend:
                 upstream_usage = True
                 usage = parse_usage(payload["usage"])
             for choice in payload.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content") if chat else choice.get("text")
-                if text:
+                delta = choice.get("delta") or {}
+                text = delta.get("content") if chat else choice.get("text")
+                try:
+                    calls = delta_tool_calls(delta) if chat else []
+                except (KeyError, TypeError, ValueError) as exc:
+                    raise EngineError(f"Engine {self.name} sent a malformed tool call: {data[:200]!r}") from exc
+                if text or calls:
                     if not upstream_usage:
                         usage.completion_tokens += 1  # one content event ~ one token
-                    yield GenerationChunk(text=text, usage=replace(usage))
+                    yield GenerationChunk(text=text or "", usage=replace(usage), tool_calls=calls or None,
+                                          logprobs=choice_logprobs(choice))
                 if choice.get("finish_reason"):
                     finish = _FINISH.get(choice["finish_reason"], "stop")
         if finish is None:

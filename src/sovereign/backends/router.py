@@ -245,7 +245,7 @@ class Router:
 
     async def _buffered(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         result = await self.complete(request)
-        yield GenerationChunk(result.text, result.usage, result.finish_reason, result.metadata or None)
+        yield result.as_chunk()
 
     async def complete(self, request: GenerationRequest) -> GenerationResult:
         """Non-streaming generation: also a failure mid-generation moves to the next deployment.

@@ -6,7 +6,9 @@ A cached answer may only be served to a request that would have produced the sam
 - the resolved model name and the request kind (chat or text completion);
 - every message before the final user question (system / developer prompt and conversation history);
 - every output-changing sampling parameter: ``max_tokens``, ``temperature``, ``top_p``, ``seed``,
-  ``stop``, ``json_mode``, ``ignore_eos``, ``presence_penalty``, ``frequency_penalty``;
+  ``stop``, ``json_mode``, ``json_schema``, ``logprobs``, ``ignore_eos``, ``presence_penalty``,
+  ``frequency_penalty``; and ``tools``, ``tool_choice``, ``parallel_tool_calls`` (earlier tool
+  calls and results are part of the context);
 - the tenant (API-key identity, ``require_api_key``) so tenants never share answers;
 - for RAG models, the collection and its index version, so a re-ingest changes the scope.
 
@@ -74,7 +76,8 @@ def cache_key(
         if not request.messages or request.messages[-1].role != "user":
             return None
         query = request.messages[-1].content
-        context = [[m.role, m.content] for m in request.messages[:-1]]
+        context = [[m.role, m.content, [c.to_dict() for c in m.tool_calls], m.tool_call_id]
+                   for m in request.messages[:-1]]
     else:
         query = request.prompt or ""
         context = []
@@ -83,7 +86,7 @@ def cache_key(
         return None
     s = request.sampling
     scope_fields = {
-        "v": 1,
+        "v": 2,
         "model": request.model,
         "kind": "chat" if chat else "text",
         "context": context,
@@ -93,6 +96,11 @@ def cache_key(
         "seed": s.seed,
         "stop": list(s.stop),
         "json_mode": s.json_mode,
+        "json_schema": s.json_schema,
+        "logprobs": [s.logprobs, s.top_logprobs],
+        "tools": list(request.tools),
+        "tool_choice": request.tool_choice,
+        "parallel_tool_calls": request.parallel_tool_calls,
         "ignore_eos": s.ignore_eos,
         "presence_penalty": s.presence_penalty,
         "frequency_penalty": s.frequency_penalty,

@@ -7,7 +7,8 @@ which stores the complete generation before the final chunk is passed on. ``stat
 
 What is cacheable: reproducible requests (temperature 0), or ``cache: "force"`` (required for
 temperature > 0, even with a ``seed``); ``Cache-Control: no-cache`` / ``cache: "no-cache"`` skip
-the read; ``no-store`` skips the write; both, or ``cache: "off"``, bypass. A backend that is
+the read; ``no-store`` skips the write; both, or ``cache: "off"``, bypass, as do requests with
+``tools`` or ``logprobs`` (an entry holds text, not tool calls or log-probabilities). A backend that is
 :class:`~sovereign.backends.base.SourceScoped` (RAG, agents) adds its collection and index version
 to the scope, so an ingest or a deletion makes older answers unreachable.
 """
@@ -97,6 +98,8 @@ async def plan_request(
     mode = request_mode(cache_field, cache_control)
     if mode == "off" or (mode != "force" and not reproducible(request)):
         return CachePlan(cache, status="bypass")
+    if request.tools or request.sampling.logprobs:
+        return CachePlan(cache, status="bypass")  # entries hold text: tool calls and logprobs would be lost
     scope: tuple[str, int] | None = None
     if isinstance(backend, SourceScoped):
         try:

@@ -75,7 +75,8 @@ class RagChatBackend:
     @property
     def capabilities(self) -> Capabilities:
         inner = self._inner().capabilities
-        return replace(inner, json_mode=False, completions=False, engine=f"rag+{inner.engine}")
+        return replace(inner, json_mode=False, json_schema=False, tools=False, logprobs=False, completions=False,
+                       engine=f"rag+{inner.engine}")
 
     @property
     def ready(self) -> bool:

@@ -5,10 +5,11 @@ its room::
 
     1. auth      tenant of the API key                  server.state.require_api_key (route dependency)
     2. parse     OpenAI wire -> GenerationRequest        server.schemas (route body)
-    3. route     public model -> backend                 backends.registry (routers, pipelines, aliases)
+    3. route     public model -> backend, and what it    backends.registry (routers, pipelines, aliases),
+                 must support                            backends.base.required_features
     4. lookup    response cache: hit, miss or bypass     cache.request_plan.plan_request
-    5. generate  backend stream (router -> deployment;   backends / rag / agents
-                 a pipeline model calls its own model)
+    5. generate  backend stream (router -> deployment;   backends / rag / agents; a forced tool call
+                 a pipeline model calls its own model)   is schema-constrained (backends.tool_choice)
     6. meter     TTFT, ITL, tokens                       observability.token_clock
     7. store     complete answer into the cache          cache.request_plan.CachePlan.wrap
     8. respond   JSON body or SSE events                 server.streaming
@@ -28,9 +29,10 @@ from dataclasses import replace
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from sovereign.backends.base import collect
+from sovereign.backends.base import collect, required_features
+from sovereign.backends.tool_choice import as_tool_call, constrained, forced_tools
 from sovereign.cache.request_plan import CachePlan, plan_request
-from sovereign.errors import SovereignError
+from sovereign.errors import SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.token_clock import TokenClock
 from sovereign.server.responses import OrjsonResponse
@@ -49,6 +51,12 @@ async def generate(
     state = get_state(request)
     backend = state.registry.chat(domain.model)  # 3. route
     request.scope["state"]["model"] = backend.name
+    forced = forced_tools(domain)
+    engine_request = constrained(domain, forced) if forced else domain
+    missing = backend.capabilities.missing(required_features(engine_request))
+    if missing:
+        raise UnsupportedParameterError(f"Model {domain.model} does not support {', '.join(missing)}.",
+                                        param=missing[0])
     shape = CompletionShape(model=domain.model, chat=chat)
     plan = await plan_request(  # 4. lookup
         state.cache, domain, backend, tenant=tenant, chat=chat, cache_field=wire.cache,
@@ -58,8 +66,11 @@ async def generate(
         return replay(plan, shape, wire)
     clock = TokenClock(backend.name, request.scope.setdefault("state", {}))
     if not wire.stream:
-        domain = replace(domain, buffered=True)
-    stream = plan.wrap(metered(backend.stream(domain), clock))  # 5. generate, 6. meter, 7. store
+        engine_request = replace(engine_request, buffered=True)
+    generated = backend.stream(engine_request)  # 5. generate
+    if forced:
+        generated = as_tool_call(generated)
+    stream = plan.wrap(metered(generated, clock))  # 6. meter, 7. store
     if not wire.stream:  # 8. respond
         result = await collect(stream)
         clock.finish(result.usage)

@@ -2,8 +2,11 @@
 
 Unknown fields are rejected (as OpenAI does), except the documented extensions benchmark clients
 and Sovereign itself use: ``ignore_eos``, ``stream_options.continuous_usage_stats`` (vLLM),
-``cache`` (response-cache control) and ``conversation_id``. Fields OpenAI defines but the engines
-cannot honour (``n > 1``, ``logprobs``, ``tools``...) are rejected with 400
+``cache`` (response-cache control) and ``conversation_id``. Tools (``tools``, ``tool_choice``,
+``parallel_tool_calls``, assistant ``tool_calls``, ``tool`` messages), ``response_format``
+``json_schema`` and ``logprobs`` / ``top_logprobs`` are translated; a deployment that cannot
+honour one is skipped by the router (400 ``unsupported_parameter`` naming the feature when none
+can). Fields no engine path honours yet (``n > 1``, ``logit_bias``) are rejected with 400
 ``unsupported_parameter``, never silently ignored.
 """
 
@@ -14,7 +17,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from sovereign.errors import InvalidRequestError, UnsupportedParameterError
-from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
+from sovereign.types import ChatMessage, GenerationRequest, SamplingParams, ToolCall
 
 MAX_OUTPUT_TOKENS = 1_000_000
 
@@ -28,11 +31,47 @@ class TextPart(WireModel):
     text: str
 
 
+FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
+
+
+class FunctionCall(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+    arguments: str
+
+
+class WireToolCall(WireModel):
+    id: str = Field(min_length=1, max_length=256)
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
+class FunctionDefinition(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    parameters: dict[str, Any] | None = None
+    strict: bool | None = None
+
+
+class WireTool(WireModel):
+    type: Literal["function"]
+    function: FunctionDefinition
+
+
+class NamedFunction(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+
+
+class NamedToolChoice(WireModel):
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class WireMessage(WireModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
     content: str | list[TextPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
+    tool_calls: list[WireToolCall] | None = None
 
     def text(self) -> str:
         if self.content is None:
@@ -47,9 +86,16 @@ class StreamOptions(WireModel):
     continuous_usage_stats: bool = False
 
 
+class JsonSchemaFormat(WireModel):
+    name: str = Field(pattern=FUNCTION_NAME)
+    description: str | None = None
+    schema_: dict[str, Any] | None = Field(None, alias="schema")
+    strict: bool | None = None
+
+
 class ResponseFormat(WireModel):
     type: Literal["text", "json_object", "json_schema"]
-    json_schema: dict[str, Any] | None = None
+    json_schema: JsonSchemaFormat | None = None
 
 
 class SamplingFields(WireModel):
@@ -66,7 +112,8 @@ class SamplingFields(WireModel):
     stream_options: StreamOptions | None = None
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logprobs: bool | int | None = None
+    logprobs: bool | None = None
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     logit_bias: dict[str, float] | None = None
     user: str | None = Field(None, max_length=256)
     ignore_eos: bool = False
@@ -85,12 +132,14 @@ class SamplingFields(WireModel):
                 "n > 1 is not supported: the engines generate one choice per request. Send n separate requests.",
                 param="n",
             )
-        if self.logprobs:
-            raise UnsupportedParameterError("logprobs is not supported by this gateway.", param="logprobs")
         if self.logit_bias:
             raise UnsupportedParameterError("logit_bias is not supported by this gateway.", param="logit_bias")
 
-    def sampling(self, max_tokens: int | None, json_mode: bool = False) -> SamplingParams:
+    def sampling(self, max_tokens: int | None, json_mode: bool = False,
+                 json_schema: dict[str, Any] | None = None) -> SamplingParams:
+        """The decoding parameters. Raises InvalidRequestError: ``top_logprobs`` without ``logprobs``."""
+        if self.top_logprobs and not self.logprobs:
+            raise InvalidRequestError("top_logprobs needs logprobs: true.", param="top_logprobs")
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return SamplingParams(
             max_tokens=max_tokens,
@@ -102,6 +151,9 @@ class SamplingFields(WireModel):
             ignore_eos=self.ignore_eos,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            json_schema=json_schema,
+            logprobs=bool(self.logprobs),
+            top_logprobs=self.top_logprobs or 0,
         )
 
 
@@ -111,8 +163,8 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[WireMessage] = Field(min_length=1)
     max_completion_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
     response_format: ResponseFormat | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: Any = None
+    tools: list[WireTool] | None = None
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = None
     parallel_tool_calls: bool | None = None
     conversation_id: str | None = Field(None, max_length=128)
     metadata: dict[str, str] | None = None
@@ -121,22 +173,29 @@ class ChatCompletionRequest(SamplingFields):
         """Validate what pydantic cannot and build the engine-neutral request.
 
         Raises:
-            UnsupportedParameterError: n > 1, logprobs, logit_bias, tools, json_schema.
-            InvalidRequestError: max_tokens and max_completion_tokens disagree.
+            UnsupportedParameterError: n > 1, logit_bias.
+            InvalidRequestError: max_tokens and max_completion_tokens disagree; a tool_choice naming no
+                tool, or without tools; a tool message whose tool_call_id matches no earlier call;
+                json_schema without a schema.
         """
         self._reject_unsupported()
-        if self.tools:
-            raise UnsupportedParameterError("tools / function calling is not supported yet.", param="tools")
-        if self.tool_choice not in (None, "none", "auto"):  # "required" or a named function needs tools
-            raise UnsupportedParameterError("tool_choice needs tools, which are not supported yet.",
-                                            param="tool_choice")
-        json_mode = False
+        tools = tuple(t.model_dump(exclude_none=True) for t in self.tools or ())
+        choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
+        if isinstance(self.tool_choice, NamedToolChoice):
+            name = self.tool_choice.function.name
+            if name not in {t["function"]["name"] for t in tools}:
+                raise InvalidRequestError(f"tool_choice names function {name!r}, which is not in tools.",
+                                          param="tool_choice")
+        elif self.tool_choice == "required" and not tools:
+            raise InvalidRequestError("tool_choice 'required' needs at least one tool in tools.", param="tool_choice")
+        json_mode, json_schema = False, None
         if self.response_format is not None:
             if self.response_format.type == "json_schema":
-                raise UnsupportedParameterError(
-                    "response_format json_schema is not supported; use {'type': 'json_object'}.",
-                    param="response_format",
-                )
+                spec = self.response_format.json_schema
+                if spec is None or spec.schema_ is None:
+                    raise InvalidRequestError("response_format json_schema needs json_schema.schema (a JSON Schema).",
+                                              param="response_format.json_schema")
+                json_schema = spec.schema_
             json_mode = self.response_format.type == "json_object"
         if (
             self.max_tokens is not None
@@ -148,11 +207,26 @@ class ChatCompletionRequest(SamplingFields):
                 param="max_completion_tokens",
             )
         limit = self.max_completion_tokens or self.max_tokens
-        messages = tuple(ChatMessage(role=m.role, content=m.text()) for m in self.messages)
         return GenerationRequest(
-            model=self.model, sampling=self.sampling(limit, json_mode), messages=messages, user=self.user,
-            conversation_id=self.conversation_id,
+            model=self.model, sampling=self.sampling(limit, json_mode, json_schema), messages=self._messages(),
+            user=self.user, conversation_id=self.conversation_id, tools=tools, tool_choice=choice,
+            parallel_tool_calls=self.parallel_tool_calls,
         )
+
+    def _messages(self) -> tuple[ChatMessage, ...]:
+        """Domain messages. Raises InvalidRequestError: a tool result answering no earlier call."""
+        out: list[ChatMessage] = []
+        calls: set[str] = set()
+        for i, m in enumerate(self.messages):
+            tool_calls = tuple(ToolCall(c.id, c.function.name, c.function.arguments) for c in m.tool_calls or ())
+            calls.update(c.id for c in tool_calls)
+            if m.role == "tool" and m.tool_call_id not in calls:
+                raise InvalidRequestError(
+                    f"messages[{i}] is a tool result for tool_call_id {m.tool_call_id!r}, which no earlier "
+                    "assistant message called.", param=f"messages.{i}.tool_call_id")
+            out.append(ChatMessage(role=m.role, content=m.text(), tool_calls=tool_calls, tool_call_id=m.tool_call_id,
+                                   name=m.name))
+        return tuple(out)
 
 
 class CompletionRequest(SamplingFields):

@@ -56,10 +56,15 @@ class CompletionShape:
     def body(self, result: GenerationResult) -> dict[str, Any]:
         """The whole non-streamed response."""
         if self.chat:
+            message: dict[str, Any] = {"role": "assistant", "content": result.text or None}
+            if result.tool_calls:
+                message["tool_calls"] = [call.to_dict() for call in result.tool_calls]
+            elif not result.text:
+                message["content"] = ""
             choice: dict[str, Any] = {
                 "index": 0,
-                "message": {"role": "assistant", "content": result.text},
-                "logprobs": None,
+                "message": message,
+                "logprobs": {"content": result.logprobs} if result.logprobs is not None else None,
                 "finish_reason": result.finish_reason,
             }
         else:
@@ -75,15 +80,20 @@ class CompletionShape:
         body.update(self.extra)
         return body
 
-    def chunk(self, text: str | None, finish_reason: str | None, *, first: bool = False) -> dict[str, Any]:
-        """One streamed chunk; ``first`` adds the assistant role (chat only)."""
+    def chunk(self, text: str | None, finish_reason: str | None, *, first: bool = False,
+              source: GenerationChunk | None = None) -> dict[str, Any]:
+        """One streamed chunk; ``first`` adds the assistant role (chat only); ``source`` adds its
+        tool-call pieces and log-probabilities."""
         if self.chat:
             delta: dict[str, Any] = {}
             if first:
                 delta["role"] = "assistant"
             if text is not None:
                 delta["content"] = text
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": None, "finish_reason": finish_reason}
+            if source is not None and source.tool_calls:
+                delta["tool_calls"] = [piece.to_dict() for piece in source.tool_calls]
+            logprobs = {"content": source.logprobs} if source is not None and source.logprobs else None
+            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
             obj = "chat.completion.chunk"
         else:
             choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
@@ -102,8 +112,9 @@ class CompletionShape:
     ) -> list[bytes]:
         """SSE events for one engine chunk (the final one adds usage when asked)."""
         out: list[bytes] = []
-        if chunk.text or first or chunk.finish_reason is None:
-            payload = self.chunk(chunk.text, None, first=first)
+        if chunk.text or chunk.tool_calls or first or chunk.finish_reason is None:
+            payload = self.chunk(chunk.text if chunk.text or not chunk.tool_calls else None, None, first=first,
+                                 source=chunk)
             if continuous_usage:
                 payload["usage"] = chunk.usage.to_dict()
             out.append(sse_event(payload))
