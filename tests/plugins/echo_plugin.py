@@ -1,7 +1,8 @@
 """A throwaway third-party plugin: one module, installed through the ``sovereign`` entry point.
 
-It adds an engine kind (``echo``: answers with the user's words), a document format (``.csv``)
-and a CLI command, exactly as a package on PyPI would, with no edit to Sovereign's code.
+It adds an engine kind (``echo``: answers with the user's words), a vector store and a cache
+backend (``scratch``: the embedded ones kept in other files), a document format (``.csv``) and a
+CLI command, exactly as a package on PyPI would, with no edit to Sovereign's code.
 """
 
 from __future__ import annotations
@@ -62,6 +63,21 @@ def load_csv(data: bytes, name: str) -> LoadedDocument:
 @hookimpl
 def register_engines(register: Callable[[str, Any], None]) -> None:
     register("echo", lambda deployment, context: EchoEngine(deployment.name))
+
+
+@hookimpl
+def register_vector_stores(register: Callable[[str, Any], None]) -> None:
+    from sovereign.rag.stores.embedded import EmbeddedStore
+
+    register("scratch", lambda settings, dimensions: EmbeddedStore(settings.data_dir / "scratch-rag", dimensions))
+
+
+@hookimpl
+def register_cache_backends(register: Callable[[str, Any], None]) -> None:
+    from sovereign.cache.backends.sqlite import SqliteCacheBackend
+
+    register("scratch", lambda settings: SqliteCacheBackend(settings.data_dir / "scratch-cache.sqlite3",
+                                                            max_entries=settings.cache.max_entries))
 
 
 @hookimpl

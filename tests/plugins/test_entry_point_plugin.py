@@ -71,12 +71,13 @@ def test_plugin_command_joins_the_cli() -> None:
 
 @pytest.mark.usefixtures("echo_installed")
 async def test_configured_plugin_engine_serves_through_the_gateway(tmp_path: Path) -> None:
-    settings = load_settings(data_dir=tmp_path, cache={"enabled": False},
+    settings = load_settings(data_dir=tmp_path, cache={"backend": "scratch"}, rag={"store": "scratch"},
                              backends={"deployments": [{"name": "echo-1", "model": "echo-model", "engine": "echo"}],
                                        "default_route": "echo-model"})
     app = create_app(settings, ModelRegistry())
     async with app.router.lifespan_context(app):
         await app.state.loader
+        assert (tmp_path / "scratch-cache.sqlite3").is_file() and (tmp_path / "scratch-rag").is_dir()
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as http:
             models = {m["id"]: m for m in (await http.get("/v1/models")).json()["data"]}
@@ -88,6 +89,7 @@ async def test_configured_plugin_engine_serves_through_the_gateway(tmp_path: Pat
             body = r.json()
             assert body["choices"][0]["message"]["content"] == "plugins need no core edit"
             assert body["sovereign"]["route"]["deployment"] == "echo-1"
+            assert r.headers["x-sovereign-cache"] == "bypass"  # temperature 1: not cached, but the cache is up
             bad = await http.post("/v1/completions", json={"model": "echo-model", "prompt": "x"})
             assert bad.status_code == 400  # bad input: a text completion to a chat-only plugin engine
             assert "does not support completions" in bad.json()["error"]["message"]
