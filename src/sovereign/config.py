@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError
 from pydantic_settings import (
@@ -26,26 +26,17 @@ from pydantic_settings import (
 )
 
 from sovereign.errors import ConfigError
-
-if TYPE_CHECKING:
-    from sovereign.plugins import Kinds
+from sovereign.plugins import CACHE_BACKENDS, ENGINES, STORES, Kinds
 
 ENV_PREFIX = "SOVEREIGN_"
 CONFIG_FILE_ENV = "SOVEREIGN_CONFIG"
 
 
-def _registered(sort: str) -> AfterValidator:
-    """A validator accepting only kinds some plugin registers (:mod:`sovereign.plugins`); the error
-    lists the installed ones. ``sort``: ``engine``, ``store`` or ``cache``."""
+def _registered(kinds: Kinds[Any]) -> AfterValidator:
+    """A validator accepting only kinds some plugin registers in ``kinds`` (:mod:`sovereign.plugins`);
+    the error lists the installed ones."""
 
     def check(value: str) -> str:
-        kinds: Kinds[Any]
-        if sort == "engine":
-            from sovereign.backends.registry import ENGINES as kinds
-        elif sort == "store":
-            from sovereign.rag.stores import STORES as kinds
-        else:
-            from sovereign.cache.backends import CACHE_BACKENDS as kinds
         try:
             return kinds.check(value)
         except ConfigError as exc:
@@ -155,7 +146,7 @@ class EmbeddingSettings(Section):
 class RagSettings(Section):
     """Document memory: ingestion, chunking, storage and retrieval."""
 
-    store: Annotated[str, _registered("store")] = Field(
+    store: Annotated[str, _registered(STORES)] = Field(
         "embedded", description="Vector store kind: `embedded` or `pgvector`, or one a plugin registers."
     )
     pg_dsn_env: str | None = Field(None, description="Env var holding the PostgreSQL DSN for pgvector.")
@@ -194,7 +185,7 @@ class CacheSettings(Section):
     """Semantic response cache."""
 
     enabled: bool = Field(True, description="Serve and store cached responses.")
-    backend: Annotated[str, _registered("cache")] = Field(
+    backend: Annotated[str, _registered(CACHE_BACKENDS)] = Field(
         "sqlite", description="Where cache entries live: `sqlite`, `redis`, or a kind a plugin registers."
     )
     redis_url_env: str | None = Field(None, description="Env var holding the Redis URL.")
@@ -267,7 +258,7 @@ class DeploymentSettings(Section):
 
     name: str = Field(min_length=1, description="Unique deployment name (used by `backends use`, metrics).")
     model: str = Field(min_length=1, description="Public model name this deployment serves.")
-    engine: Annotated[str, _registered("engine")] = Field(
+    engine: Annotated[str, _registered(ENGINES)] = Field(
         description="Engine kind (see docs/engines.md): `embedded` (a llama-server Sovereign manages), `vllm`, "
         "`sglang`, `llamacpp-server`, `llama-cpp-python`, `ollama`, `tgi`, `triton`, `openai`, or a plugin's."
     )

@@ -112,3 +112,11 @@ class Kinds(Generic[T]):
 
 _REGISTRIES: list[Kinds[Any]] = []
 
+# The registries, here (below every room) so that settings can check kinds without importing rooms;
+# each room re-exports its own with the factory type spelled out.
+ENGINES: Kinds[Any] = Kinds("engine", "backends.deployments[].engine", "register_engines")
+STORES: Kinds[Any] = Kinds("vector store", "rag.store", "register_vector_stores")
+CACHE_BACKENDS: Kinds[Any] = Kinds("cache backend", "cache.backend", "register_cache_backends")
+LOADERS: Kinds[Any] = Kinds("document loader", "ingest", "register_loaders")
+PIPELINES: Kinds[Any] = Kinds("pipeline model", "pipelines", "register_pipelines")
+

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from sovereign import plugins
 from sovereign.backends.base import ChatBackend, EmbeddingBackend
 from sovereign.errors import ModelNotFoundError
 from sovereign.plugins import Kinds
@@ -39,7 +40,7 @@ class EngineContext:
 
 
 EngineFactory = Callable[["DeploymentSettings", EngineContext], ChatBackend]
-ENGINES: Kinds[EngineFactory] = Kinds("engine", "backends.deployments[].engine", "register_engines")
+ENGINES: Kinds[EngineFactory] = plugins.ENGINES
 
 
 def default_engine(settings: Settings) -> ChatBackend:

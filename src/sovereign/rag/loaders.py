@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from sovereign import plugins
 from sovereign.errors import InvalidRequestError
 from sovereign.extras import require
 from sovereign.plugins import Kinds
@@ -68,7 +69,7 @@ class Loader:
     load: Callable[[bytes, str], LoadedDocument]
 
 
-LOADERS: Kinds[Loader] = Kinds("document loader", "ingest", "register_loaders")
+LOADERS: Kinds[Loader] = plugins.LOADERS
 
 
 def file_kind(path: Path) -> str | None:

@@ -12,6 +12,7 @@ import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from sovereign import plugins
 from sovereign.backends.base import ChatBackend
 from sovereign.backends.registry import ModelRegistry
 from sovereign.config import Settings
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("sovereign.server")
 
 PipelineFactory = Callable[[Settings, ModelRegistry, "RagService | None"], "ChatBackend | None"]
-PIPELINES: Kinds[PipelineFactory] = Kinds("pipeline model", "pipelines", "register_pipelines")
+PIPELINES: Kinds[PipelineFactory] = plugins.PIPELINES
 
 
 def rag_model(settings: Settings, registry: ModelRegistry, rag: RagService | None) -> ChatBackend | None:

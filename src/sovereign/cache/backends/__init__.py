@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sovereign import plugins
 from sovereign.cache.backends.base import CacheBackend
 from sovereign.config import Settings
 from sovereign.plugins import Kinds
 
 CacheBackendFactory = Callable[[Settings], CacheBackend]
-CACHE_BACKENDS: Kinds[CacheBackendFactory] = Kinds("cache backend", "cache.backend", "register_cache_backends")
+CACHE_BACKENDS: Kinds[CacheBackendFactory] = plugins.CACHE_BACKENDS
 
 
 def build_backend(settings: Settings) -> CacheBackend:

@@ -9,12 +9,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from sovereign import plugins
 from sovereign.config import Settings
 from sovereign.plugins import Kinds
 from sovereign.rag.stores.base import VectorStore
 
 StoreFactory = Callable[[Settings, int], VectorStore]
-STORES: Kinds[StoreFactory] = Kinds("vector store", "rag.store", "register_vector_stores")
+STORES: Kinds[StoreFactory] = plugins.STORES
 
 
 def build_store(settings: Settings, kind: str | None = None, dimensions: int = 384) -> VectorStore:
