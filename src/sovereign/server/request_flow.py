@@ -36,18 +36,27 @@ from sovereign.errors import SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.token_clock import TokenClock
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.schemas import SamplingFields
 from sovereign.server.state import get_state
-from sovereign.server.streaming import DONE_EVENT, CompletionShape, sse_event, sse_response
+from sovereign.server.streaming import ResponseShape, sse_response
 from sovereign.types import GenerationChunk, GenerationRequest
 
 
 async def generate(
-    request: Request, wire: SamplingFields, domain: GenerationRequest, *, tenant: str, chat: bool,
-    metadata: dict[str, str] | None = None,
+    request: Request, domain: GenerationRequest, shape: ResponseShape, *, tenant: str, stream: bool,
+    cache_field: str | None = None, metadata: dict[str, str] | None = None,
 ) -> OrjsonResponse | StreamingResponse:
-    """Stages 3-8 for one parsed, authenticated request (see the module docstring); ``metadata`` is
-    the chat request's ``metadata`` (a pipeline may read its collection there)."""
+    """Stages 3-8 for one parsed, authenticated request (see the module docstring).
+
+    Args:
+        shape: how the API renders the answer (OpenAI completions, Responses, Anthropic Messages).
+        stream: SSE events (True) or one JSON body.
+        cache_field: the request's ``cache`` control field. metadata: the chat request's
+            ``metadata`` (a pipeline may read its collection there).
+
+    Raises:
+        UnsupportedParameterError: the model cannot serve a feature the request needs.
+        SovereignError: anything before the first token (the route returns its envelope).
+    """
     state = get_state(request)
     backend = state.registry.chat(domain.model)  # 3. route
     request.scope["state"]["model"] = backend.name
@@ -57,28 +66,27 @@ async def generate(
     if missing:
         raise UnsupportedParameterError(f"Model {domain.model} does not support {', '.join(missing)}.",
                                         param=missing[0])
-    shape = CompletionShape(model=domain.model, chat=chat)
     plan = await plan_request(  # 4. lookup
-        state.cache, domain, backend, tenant=tenant, chat=chat, cache_field=wire.cache,
+        state.cache, domain, backend, tenant=tenant, chat=domain.is_chat, cache_field=cache_field,
         cache_control=request.headers.get("cache-control"), metadata=metadata,
     )
     if plan.hit:
-        return replay(plan, shape, wire)
+        return replay(plan, shape, stream=stream)
     clock = TokenClock(backend.name, request.scope.setdefault("state", {}))
-    if not wire.stream:
+    if not stream:
         engine_request = replace(engine_request, buffered=True)
     generated = backend.stream(engine_request)  # 5. generate
     if forced:
         generated = as_tool_call(generated)
-    stream = plan.wrap(metered(generated, clock))  # 6. meter, 7. store
-    if not wire.stream:  # 8. respond
-        result = await collect(stream)
+    chunks = plan.wrap(metered(generated, clock))  # 6. meter, 7. store
+    if not stream:  # 8. respond
+        result = await collect(chunks)
         clock.finish(result.usage)
         if result.metadata:
             shape.extra["sovereign"] = result.metadata
         return OrjsonResponse(shape.body(result), headers=plan.headers)
-    first = await anext(stream)  # errors before the first token become HTTP errors
-    return sse_response(events(first, stream, shape, wire, clock, backend.name), plan.headers)
+    first = await anext(chunks)  # errors before the first token become HTTP errors
+    return sse_response(events(first, chunks, shape, clock, backend.name), plan.headers)
 
 
 async def metered(chunks: AsyncIterator[GenerationChunk], clock: TokenClock) -> AsyncGenerator[GenerationChunk, None]:
@@ -93,14 +101,11 @@ async def metered(chunks: AsyncIterator[GenerationChunk], clock: TokenClock) -> 
 
 
 async def events(
-    first: GenerationChunk, stream: AsyncGenerator[GenerationChunk, None], shape: CompletionShape,
-    wire: SamplingFields, clock: TokenClock, engine: str,
+    first: GenerationChunk, stream: AsyncGenerator[GenerationChunk, None], shape: ResponseShape,
+    clock: TokenClock, engine: str,
 ) -> AsyncIterator[bytes]:
     """Stage 8 for a live stream: SSE events from the first chunk on; an error after the first
-    byte is one ``data: {"error": ...}`` event (the status is already 200), then ``[DONE]``."""
-    options = wire.stream_options
-    include_usage = bool(options and options.include_usage)
-    continuous = bool(options and options.continuous_usage_stats)
+    byte is one error event (the status is already 200), then the closing events."""
     chunk, is_first = first, True
     try:
         while True:
@@ -108,7 +113,7 @@ async def events(
                 clock.finish(chunk.usage)
                 if chunk.metadata:
                     shape.extra["sovereign"] = chunk.metadata
-            for event in shape.events(chunk, first=is_first, include_usage=include_usage, continuous_usage=continuous):
+            for event in shape.events(chunk, first=is_first):
                 yield event
             is_first = False
             if chunk.finish_reason is not None:
@@ -116,28 +121,27 @@ async def events(
             chunk = await anext(stream)
     except SovereignError as exc:
         metrics.ENGINE_ERRORS.labels(engine=engine, kind=type(exc).__name__).inc()
-        yield sse_event(exc.to_envelope())
+        yield shape.error_event(exc)
     finally:
         await stream.aclose()
-    yield DONE_EVENT
+    for event in shape.closing():
+        yield event
 
 
-def replay(plan: CachePlan, shape: CompletionShape, wire: SamplingFields) -> OrjsonResponse | StreamingResponse:
+def replay(plan: CachePlan, shape: ResponseShape, *, stream: bool) -> OrjsonResponse | StreamingResponse:
     """Stage 8 for a cache hit: the cached entry as a JSON body, or as SSE events with the live shapes."""
     assert plan.lookup is not None and plan.lookup.entry is not None
     entry = plan.lookup.entry
     shape.extra["sovereign"] = {**entry.metadata, "cache": plan.info()}
-    if not wire.stream:
+    if not stream:
         return OrjsonResponse(shape.body(entry.to_result()), headers=plan.headers)
-    options = wire.stream_options
-    include_usage = bool(options and options.include_usage)
-    continuous = bool(options and options.continuous_usage_stats)
     chunks = entry.replay_chunks()
 
     async def replayed() -> AsyncIterator[bytes]:
         for i, chunk in enumerate(chunks):
-            for event in shape.events(chunk, first=i == 0, include_usage=include_usage, continuous_usage=continuous):
+            for event in shape.events(chunk, first=i == 0):
                 yield event
-        yield DONE_EVENT
+        for event in shape.closing():
+            yield event
 
     return sse_response(replayed(), plan.headers)

@@ -14,11 +14,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 from fastapi.responses import StreamingResponse
 
+from sovereign.errors import SovereignError
 from sovereign.types import GenerationChunk, GenerationResult, Usage
 
 DONE_EVENT = b"data: [DONE]\n\n"
@@ -35,15 +36,44 @@ def sse_event(payload: dict[str, Any]) -> bytes:
     return b"data: " + orjson.dumps(payload) + b"\n\n"
 
 
+class ResponseShape(Protocol):
+    """How one API renders a generation: the whole body, or SSE events chunk by chunk.
+
+    ``extra`` holds Sovereign's additions (``{"sovereign": {...}}``: sources, route, cache) that the
+    body and the final event carry. Implemented by :class:`CompletionShape` (OpenAI chat and text
+    completions) and by the Responses and Anthropic Messages shapes.
+    """
+
+    extra: dict[str, Any]
+
+    def body(self, result: GenerationResult) -> dict[str, Any]:
+        """The whole (non-streamed) response body."""
+
+    def events(self, chunk: GenerationChunk, *, first: bool) -> list[bytes]:
+        """SSE events for one chunk; ``first`` for the first chunk of the answer."""
+
+    def closing(self) -> list[bytes]:
+        """Events after the final chunk (OpenAI: ``data: [DONE]``)."""
+
+    def error_event(self, error: SovereignError) -> bytes:
+        """The event reporting an error after the first byte was sent."""
+
+
 @dataclass(slots=True)
 class CompletionShape:
-    """Builds chat (``chat.completion``) or text (``text_completion``) bodies for one response."""
+    """Builds chat (``chat.completion``) or text (``text_completion``) bodies for one response.
+
+    ``include_usage`` / ``continuous_usage``: ``stream_options.include_usage`` and vLLM's
+    ``continuous_usage_stats``.
+    """
 
     model: str
     chat: bool
     id: str = field(default_factory=lambda: "")
     created: int = field(default_factory=lambda: int(time.time()))
     extra: dict[str, Any] = field(default_factory=dict)
+    include_usage: bool = False
+    continuous_usage: bool = False
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -107,10 +137,17 @@ class CompletionShape:
             "choices": [], "usage": usage.to_dict(),
         }
 
-    def events(
-        self, chunk: GenerationChunk, *, first: bool, include_usage: bool, continuous_usage: bool
-    ) -> list[bytes]:
+    def closing(self) -> list[bytes]:
+        """``data: [DONE]``."""
+        return [DONE_EVENT]
+
+    def error_event(self, error: SovereignError) -> bytes:
+        """The OpenAI error envelope as one event (clients raise it as ``APIError``)."""
+        return sse_event(error.to_envelope())
+
+    def events(self, chunk: GenerationChunk, *, first: bool) -> list[bytes]:
         """SSE events for one engine chunk (the final one adds usage when asked)."""
+        include_usage, continuous_usage = self.include_usage, self.continuous_usage
         out: list[bytes] = []
         if chunk.text or chunk.tool_calls or first or chunk.finish_reason is None:
             payload = self.chunk(chunk.text if chunk.text or not chunk.tool_calls else None, None, first=first,

@@ -11,10 +11,18 @@ from fastapi.responses import StreamingResponse
 
 from sovereign.server.request_flow import generate
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest
+from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
 from sovereign.server.state import require_api_key
+from sovereign.server.streaming import CompletionShape
 
 router = APIRouter()
+
+
+def shape_for(body: SamplingFields, *, chat: bool) -> CompletionShape:
+    """The OpenAI response shape for ``body`` (its ``stream_options``)."""
+    options = body.stream_options
+    return CompletionShape(model=body.model, chat=chat, include_usage=bool(options and options.include_usage),
+                           continuous_usage=bool(options and options.continuous_usage_stats))
 
 
 @router.post("/v1/chat/completions", response_model=None)
@@ -22,7 +30,8 @@ async def chat_completions(
     request: Request, body: ChatCompletionRequest, tenant: str = Depends(require_api_key)
 ) -> OrjsonResponse | StreamingResponse:
     """OpenAI chat completions (JSON, or SSE when ``stream`` is true)."""
-    return await generate(request, body, body.to_domain(), tenant=tenant, chat=True, metadata=body.metadata)
+    return await generate(request, body.to_domain(), shape_for(body, chat=True), tenant=tenant, stream=body.stream,
+                          cache_field=body.cache, metadata=body.metadata)
 
 
 @router.post("/v1/completions", response_model=None)
@@ -30,4 +39,5 @@ async def completions(
     request: Request, body: CompletionRequest, tenant: str = Depends(require_api_key)
 ) -> OrjsonResponse | StreamingResponse:
     """OpenAI legacy text completions (JSON, or SSE when ``stream`` is true)."""
-    return await generate(request, body, body.to_domain(), tenant=tenant, chat=False)
+    return await generate(request, body.to_domain(), shape_for(body, chat=False), tenant=tenant, stream=body.stream,
+                          cache_field=body.cache)
