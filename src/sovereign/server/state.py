@@ -69,9 +69,13 @@ def get_state(request: Request) -> AppState:
 
 
 def _bearer(request: Request) -> str | None:
+    """The API key of the request: ``Authorization: Bearer <key>`` (OpenAI clients) or
+    ``x-api-key: <key>`` (Anthropic clients)."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
-    return token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return request.headers.get("x-api-key", "").strip() or None
 
 
 def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
@@ -91,7 +95,7 @@ def tenant_of(request: Request) -> str:
     for i, key in enumerate(state.api_keys + state.admin_keys):
         if token is not None and hmac.compare_digest(token, key):
             return f"key-{i}"
-    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>'.")
+    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
 
 
 async def require_api_key(request: Request) -> str:
@@ -115,4 +119,4 @@ async def require_admin(request: Request) -> None:
         return
     if _matches(token, state.api_keys):
         raise PermissionDeniedError("This endpoint needs an admin API key.")
-    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>'.")
+    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")

@@ -9,11 +9,13 @@ from sovereign.server.routes import (
     embeddings,
     generation,
     health,
+    messages,
     models,
+    responses,
     system,
 )
 
 ROUTERS = (
     admin.router, conversations.router, documents.router, embeddings.router, generation.router, health.router,
-    models.router, system.router,
+    messages.router, models.router, responses.router, system.router,
 )
