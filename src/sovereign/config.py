@@ -66,6 +66,11 @@ class ServerSettings(Section):
     admin_keys_env: str | None = Field(
         None, description="Name of an environment variable holding comma-separated admin API keys."
     )
+    strict_requests: bool = Field(
+        False,
+        description="Answer 400 to unknown request fields instead of ignoring them (reported in the "
+        "X-Sovereign-Ignored-Fields header).",
+    )
 
 
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]

@@ -49,7 +49,9 @@ class SamplingParams:
     ``json_mode`` constrains output to JSON with a grammar, ``json_schema`` (a JSON Schema object)
     to JSON valid against that schema; ``ignore_eos`` keeps decoding past the end-of-sequence
     token until ``max_tokens`` (benchmark clients rely on it); ``logprobs`` returns the chosen
-    tokens' log-probabilities with ``top_logprobs`` (0..20) alternatives each.
+    tokens' log-probabilities with ``top_logprobs`` (0..20) alternatives each; ``samplers`` are
+    engine sampler settings beyond OpenAI's (``top_k``, ``min_p``, ``repetition_penalty``), sent to
+    engines that take them and dropped for the others.
     """
 
     max_tokens: int | None = None
@@ -64,6 +66,7 @@ class SamplingParams:
     json_schema: dict[str, Any] | None = None
     logprobs: bool = False
     top_logprobs: int = 0
+    samplers: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

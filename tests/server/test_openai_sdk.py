@@ -176,7 +176,6 @@ def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
          "context_length_exceeded"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "unsupported_parameter"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "bogus_field": 1}, 400, "bogus_field"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}, 400,
          "tool_choice"),
         ({"model": "no-such-model", "messages": [{"role": "user", "content": "x"}]}, 404, "model_not_found"),

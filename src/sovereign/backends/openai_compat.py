@@ -77,6 +77,7 @@ class EngineProfile:
     tools: bool = True
     json_schema: bool = True
     logprobs: bool = True
+    samplers: bool = False  # takes top_k, min_p, repetition_penalty
 
 
 def _count_field(answer: Any) -> int:
@@ -95,6 +96,7 @@ PROFILES: dict[str, EngineProfile] = {
         lambda m, t: {"model": m, "prompt": t, "add_special_tokens": False},
         _count_field,
         ignore_eos=True,
+        samplers=True,
     ),
     "sglang": EngineProfile(
         "SGLang",
@@ -103,6 +105,7 @@ PROFILES: dict[str, EngineProfile] = {
         lambda m, t: {"model": m, "prompt": t, "add_special_tokens": False},
         _count_field,
         ignore_eos=True,
+        samplers=True,
     ),
     "llamacpp-server": EngineProfile(
         "llama.cpp server",
@@ -111,6 +114,7 @@ PROFILES: dict[str, EngineProfile] = {
         lambda m, t: {"content": t, "add_special": False},
         _tokens_len,
         ignore_eos=True,
+        samplers=True,
     ),
     "llama-cpp-python": EngineProfile(
         "llama-cpp-python server",
@@ -360,6 +364,8 @@ class OpenAICompatBackend:
         if s.json_schema is not None:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "response", "schema": s.json_schema, "strict": True}}
+        if s.samplers and p.samplers:
+            body.update(s.samplers)
         if s.logprobs:
             body["logprobs"] = True
             if s.top_logprobs:

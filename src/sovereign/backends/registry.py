@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from sovereign import plugins
-from sovereign.backends.base import ChatBackend, EmbeddingBackend
+from sovereign.backends.base import Capabilities, ChatBackend, EmbeddingBackend
 from sovereign.errors import ModelNotFoundError
 from sovereign.plugins import Kinds
 
@@ -52,12 +52,14 @@ def default_engine(settings: Settings) -> ChatBackend:
 
 @dataclass(frozen=True, slots=True)
 class ModelInfo:
-    """One row of ``/v1/models``; ``alias_of`` names the public model an alias resolves to."""
+    """One row of ``/v1/models``; ``alias_of`` names the public model an alias resolves to;
+    ``capabilities`` (chat models) is what routing reads, ``context_window`` in tokens among them."""
 
     id: str
     kind: str  # "chat" or "embedding"
     owned_by: str
     alias_of: str | None = None
+    capabilities: Capabilities | None = None
 
 
 class ModelRegistry:
@@ -116,7 +118,8 @@ class ModelRegistry:
 
         An alias row has the kind and ``owned_by`` of its target, so clients see it as a model.
         """
-        chat = [ModelInfo(n, "chat", b.capabilities.owned_by) for n, b in self._chat.items()]
+        chat = [ModelInfo(n, "chat", b.capabilities.owned_by, capabilities=b.capabilities)
+                for n, b in self._chat.items()]
         embedding = [ModelInfo(n, "embedding", "sovereign") for n in self._embedding]
         chat_aliases: list[ModelInfo] = []
         embedding_aliases: list[ModelInfo] = []
@@ -124,7 +127,8 @@ class ModelRegistry:
             if alias in self._chat or alias in self._embedding:
                 continue  # the name is already listed once
             if target in self._chat:
-                chat_aliases.append(ModelInfo(alias, "chat", self._chat[target].capabilities.owned_by, target))
+                caps = self._chat[target].capabilities
+                chat_aliases.append(ModelInfo(alias, "chat", caps.owned_by, target, caps))
             elif target in self._embedding:
                 embedding_aliases.append(ModelInfo(alias, "embedding", "sovereign", target))
         return chat + chat_aliases + embedding + embedding_aliases

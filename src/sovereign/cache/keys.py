@@ -104,6 +104,7 @@ def cache_key(
         "ignore_eos": s.ignore_eos,
         "presence_penalty": s.presence_penalty,
         "frequency_penalty": s.frequency_penalty,
+        "samplers": s.samplers,
         "tenant": tenant,
         "collection": collection,
         "index_version": index_version,

@@ -1,8 +1,13 @@
 """OpenAI wire schemas (requests) and their translation into domain types.
 
-Unknown fields are rejected (as OpenAI does), except the documented extensions benchmark clients
-and Sovereign itself use: ``ignore_eos``, ``stream_options.continuous_usage_stats`` (vLLM),
-``cache`` (response-cache control) and ``conversation_id``. Tools (``tools``, ``tool_choice``,
+Parsing is lenient the way vLLM, llama.cpp and LiteLLM settled it: unknown fields (top level, in
+messages or parts) are accepted and reported by :meth:`WireModel.ignored_fields` (the route sends
+them back in ``X-Sovereign-Ignored-Fields`` and logs them; ``server.strict_requests`` makes them a
+400 instead); ``null`` means "the default"; text that is not valid Unicode (a lone UTF-16
+surrogate) is a 400 naming the field. Sampler fields engines share beyond OpenAI's (``top_k``,
+``min_p``, ``repetition_penalty``) are forwarded to engines that take them. Sovereign's own
+extensions: ``ignore_eos``, ``stream_options.continuous_usage_stats`` (vLLM), ``cache``
+(response-cache control) and ``conversation_id``. Tools (``tools``, ``tool_choice``,
 ``parallel_tool_calls``, assistant ``tool_calls``, ``tool`` messages), ``response_format``
 ``json_schema`` and ``logprobs`` / ``top_logprobs`` are translated; a deployment that cannot
 honour one is skipped by the router (400 ``unsupported_parameter`` naming the feature when none
@@ -14,16 +19,67 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from sovereign.errors import InvalidRequestError, UnsupportedParameterError
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams, ToolCall
 
 MAX_OUTPUT_TOKENS = 1_000_000
+MAX_STOP = 64
+
+
+def check_unicode(value: Any, where: str) -> None:
+    """Raise ValueError naming ``where`` when a string in ``value`` holds a lone UTF-16 surrogate
+    (JSON allows ``"\\ud800"``; it is not Unicode text and cannot be encoded for an engine)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ValueError(f"{where}: a lone UTF-16 surrogate at {exc.start} is not valid Unicode") from None
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            check_unicode(item, f"{where}.{i}")
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            check_unicode(key, where)
+            check_unicode(item, f"{where}.{key}")
+
+
+class UnicodeChecked(BaseModel):
+    """A request body whose strings must all be valid Unicode (Sovereign's own APIs: strict fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        check_unicode(data, "body")
+        return data
 
 
 class WireModel(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """Base of the OpenAI wire models: unknown fields kept aside, ``null`` = default, Unicode checked."""
+
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _defaults_for_nulls(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            check_unicode(data, "body")
+            return {k: v for k, v in data.items() if v is not None}
+        return data
+
+    def ignored_fields(self, where: str = "") -> list[str]:
+        """Dotted names of the unknown fields at this level and in nested wire models."""
+        out = [f"{where}{name}" for name in self.model_extra or {}]
+        for name, value in self:
+            items = value if isinstance(value, list) else [value]
+            for i, item in enumerate(items):
+                if isinstance(item, WireModel):
+                    index = f".{i}" if isinstance(value, list) else ""
+                    out += item.ignored_fields(f"{where}{name}{index}.")
+        return out
 
 
 class TextPart(WireModel):
@@ -119,11 +175,15 @@ class SamplingFields(WireModel):
     ignore_eos: bool = False
     cache: Literal["auto", "no-cache", "no-store", "off", "force"] | None = None  # see docs/cache.md
 
+    top_k: int | None = Field(None, ge=0, le=1000)
+    min_p: float | None = Field(None, ge=0.0, le=1.0)
+    repetition_penalty: float | None = Field(None, gt=0.0, le=10.0)
+
     @field_validator("stop")
     @classmethod
     def _stop_limit(cls, value: str | list[str] | None) -> str | list[str] | None:
-        if isinstance(value, list) and len(value) > 4:
-            raise ValueError("at most 4 stop sequences are allowed")
+        if isinstance(value, list) and len(value) > MAX_STOP:  # OpenAI allows 4; engines take more
+            raise ValueError(f"at most {MAX_STOP} stop sequences are allowed")
         return value
 
     def _reject_unsupported(self) -> None:
@@ -154,6 +214,8 @@ class SamplingFields(WireModel):
             json_schema=json_schema,
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
+            samplers={k: v for k, v in (("top_k", self.top_k), ("min_p", self.min_p),
+                                        ("repetition_penalty", self.repetition_penalty)) if v is not None},
         )
 
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hmac
+import json
+import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -10,7 +12,16 @@ from fastapi import Request
 
 from sovereign.backends.registry import ModelRegistry
 from sovereign.config import Settings, resolve_secret
-from sovereign.errors import AuthenticationError, ConfigError, EngineUnavailableError, PermissionDeniedError
+from sovereign.errors import (
+    AuthenticationError,
+    ConfigError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    PermissionDeniedError,
+)
+from sovereign.server.schemas import WireModel
+
+log = logging.getLogger("sovereign.server")
 
 if TYPE_CHECKING:
     from sovereign.backends.routing_table import RouteControl
@@ -61,6 +72,23 @@ class AppState:
         if self.routing is None:
             raise ConfigError("Routing is not started on this server.")
         return self.routing
+
+
+def ignored_fields_headers(request: Request, body: WireModel) -> dict[str, str]:
+    """Lenient parsing's report: ``X-Sovereign-Ignored-Fields`` naming ``body``'s unknown fields
+    (logged too), or nothing when there are none.
+
+    Raises:
+        InvalidRequestError: there are some and ``server.strict_requests`` is on.
+    """
+    ignored = body.ignored_fields()
+    if not ignored:
+        return {}
+    if get_state(request).settings.server.strict_requests:
+        raise InvalidRequestError(f"Unknown request field(s): {', '.join(ignored)} (server.strict_requests is on).",
+                                  param=ignored[0])
+    log.warning("ignored unknown request fields", extra={"fields": [ascii(name) for name in ignored]})
+    return {"X-Sovereign-Ignored-Fields": ", ".join(json.dumps(name)[1:-1] for name in ignored)}  # ASCII only
 
 
 def get_state(request: Request) -> AppState:

@@ -11,16 +11,17 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sovereign.backends.routing_table import RouteControl
+from sovereign.server.schemas import UnicodeChecked
 from sovereign.server.state import get_state, require_admin
 
 router = APIRouter()
 
 
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class _Body(UnicodeChecked):
+    """Admin bodies: unknown fields are errors, strings must be valid Unicode."""
 
 
 class UseRoute(_Body):

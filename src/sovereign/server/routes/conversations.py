@@ -12,23 +12,22 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from sovereign.backends.base import collect
 from sovereign.server.routes.admin import control_of
+from sovereign.server.schemas import UnicodeChecked
 from sovereign.server.state import get_state, require_api_key
 from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
 
 router = APIRouter()
 
 
-class NewConversation(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class NewConversation(UnicodeChecked):
     model: str | None = Field(None, max_length=256)
 
 
-class Turn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class Turn(UnicodeChecked):
     content: str = Field(min_length=1)
     max_tokens: int | None = Field(None, ge=1, le=1_000_000)
     temperature: float = Field(0.7, ge=0.0, le=2.0)

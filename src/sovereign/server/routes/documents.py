@@ -20,34 +20,32 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.exceptions import RequestValidationError
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 from starlette.datastructures import UploadFile as StarletteUploadFile
 
 from sovereign.errors import InvalidRequestError, NotFoundError, PermissionDeniedError
 from sovereign.rag.ingest import IngestReport, SourceFile
 from sovereign.rag.service import RagService
 from sovereign.rag.stores.base import check_collection
+from sovereign.server.schemas import UnicodeChecked
 from sovereign.server.state import get_state, require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
-class UploadedFile(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class UploadedFile(UnicodeChecked):
     filename: str = Field(min_length=1, max_length=255)
     content_base64: str
 
 
-class IngestBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class IngestBody(UnicodeChecked):
     path: str | None = None
     files: list[UploadedFile] | None = None
     collection: str | None = None
     prune: bool = False
 
 
-class SearchBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+class SearchBody(UnicodeChecked):
     query: str
     top_k: int | None = None
     collection: str | None = None
@@ -59,8 +57,18 @@ def _service(request: Request) -> RagService:
 
 
 def _allowed(path: str, roots: list[Path]) -> Path:
-    """The resolved ``path`` if it lies under an allowed root. Raises PermissionDeniedError."""
-    resolved = Path(path).expanduser().resolve()
+    """The resolved ``path`` if it lies under an allowed root.
+
+    Raises:
+        InvalidRequestError: a NUL byte, or ``~user`` naming no user.
+        PermissionDeniedError: outside every allowed root.
+    """
+    if "\x00" in path:
+        raise InvalidRequestError("path contains a NUL byte.", param="path")
+    try:
+        resolved = Path(path).expanduser().resolve()
+    except (RuntimeError, OSError) as exc:  # "~nosuchuser/x": no such home directory
+        raise InvalidRequestError(f"Cannot resolve path {path!r}: {exc}.", param="path") from exc
     for root in roots:
         if resolved.is_relative_to(Path(root).expanduser().resolve()):
             return resolved
@@ -97,10 +105,19 @@ MAX_UPLOAD_FILES = 1000
 
 
 def _safe_name(filename: str | None, param: str) -> str:
-    """The base name of an uploaded file. Raises InvalidRequestError for an empty, ``.`` or ``..`` name."""
+    """The base name of an uploaded file.
+
+    Raises:
+        InvalidRequestError: an empty, ``.`` or ``..`` name, a NUL byte, text that is not valid
+            Unicode, or a name over 200 UTF-8 bytes (it is stored as ``N-name`` under a 255-byte limit).
+    """
     name = Path(filename or "").name
-    if not name or name in {".", ".."} or len(name) > 255:
-        raise InvalidRequestError(f"Invalid filename {filename!r}.", param=param)
+    try:
+        size = len(name.encode())
+    except UnicodeEncodeError:
+        size = -1
+    if not name or name in {".", ".."} or "\x00" in name or not 0 < size <= 200:
+        raise InvalidRequestError(f"Invalid filename {filename!r}: 1 to 200 bytes of UTF-8, no NUL.", param=param)
     return name
 
 

@@ -8,7 +8,7 @@ from sovereign.errors import UnsupportedParameterError
 from sovereign.rag.embeddings import encode_vector
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import EmbeddingRequest
-from sovereign.server.state import get_state, require_api_key
+from sovereign.server.state import get_state, ignored_fields_headers, require_api_key
 
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
@@ -16,6 +16,7 @@ router = APIRouter(dependencies=[Depends(require_api_key)])
 @router.post("/v1/embeddings")
 async def create_embeddings(request: Request, body: EmbeddingRequest) -> OrjsonResponse:
     """Embed each input; ``data[i].embedding`` is a unit vector (float list or base64 float32)."""
+    ignored = ignored_fields_headers(request, body)
     backend = get_state(request).registry.embedding(body.model)
     request.scope["state"]["model"] = backend.name
     texts = body.texts()
@@ -34,4 +35,4 @@ async def create_embeddings(request: Request, body: EmbeddingRequest) -> OrjsonR
         "data": data,
         "model": body.model,
         "usage": {"prompt_tokens": tokens, "total_tokens": tokens},
-    })
+    }, headers=ignored)

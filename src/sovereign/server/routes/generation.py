@@ -12,7 +12,7 @@ from fastapi.responses import StreamingResponse
 from sovereign.server.request_flow import generate
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
-from sovereign.server.state import require_api_key
+from sovereign.server.state import ignored_fields_headers, require_api_key
 from sovereign.server.streaming import CompletionShape
 
 router = APIRouter()
@@ -30,8 +30,11 @@ async def chat_completions(
     request: Request, body: ChatCompletionRequest, tenant: str = Depends(require_api_key)
 ) -> OrjsonResponse | StreamingResponse:
     """OpenAI chat completions (JSON, or SSE when ``stream`` is true)."""
-    return await generate(request, body.to_domain(), shape_for(body, chat=True), tenant=tenant, stream=body.stream,
-                          cache_field=body.cache, metadata=body.metadata)
+    ignored = ignored_fields_headers(request, body)
+    response = await generate(request, body.to_domain(), shape_for(body, chat=True), tenant=tenant,
+                              stream=body.stream, cache_field=body.cache, metadata=body.metadata)
+    response.headers.update(ignored)
+    return response
 
 
 @router.post("/v1/completions", response_model=None)
@@ -39,5 +42,8 @@ async def completions(
     request: Request, body: CompletionRequest, tenant: str = Depends(require_api_key)
 ) -> OrjsonResponse | StreamingResponse:
     """OpenAI legacy text completions (JSON, or SSE when ``stream`` is true)."""
-    return await generate(request, body.to_domain(), shape_for(body, chat=False), tenant=tenant, stream=body.stream,
-                          cache_field=body.cache)
+    ignored = ignored_fields_headers(request, body)
+    response = await generate(request, body.to_domain(), shape_for(body, chat=False), tenant=tenant,
+                              stream=body.stream, cache_field=body.cache)
+    response.headers.update(ignored)
+    return response
