@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Role = Literal["system", "user", "assistant", "tool", "developer"]
-FinishReason = Literal["stop", "length", "tool_calls", "cancelled", "error"]
+FinishReason = Literal["stop", "length", "tool_calls"]  # OpenAI's set (content_filter is never produced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,7 @@ class SamplingParams:
     logprobs: bool = False
     top_logprobs: int = 0
     samplers: dict[str, float] = field(default_factory=dict)
+    logit_bias: dict[int, float] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

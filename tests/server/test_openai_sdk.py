@@ -116,7 +116,7 @@ def test_sampling_fields_reach_the_engine(client: openai.OpenAI) -> None:
         ({"prompt": "x", "echo": True}, "echo"),  # bad input: echo is not supported
         ({}, "prompt"),  # bad input: no prompt
         ({"prompt": "x", "max_tokens": 0}, "max_tokens"),  # bad input: no room to answer
-        ({"prompt": "x", "n": 2}, "unsupported_parameter"),
+        ({"prompt": "x", "n": 0}, "n"),  # bad input: no choice asked for
     ],
 )
 def test_bad_completion_requests(live_server: LiveServer, body: dict, param: str) -> None:
@@ -174,7 +174,7 @@ def test_embeddings_float_and_base64(client: openai.OpenAI) -> None:
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 10**7}, 400, "max_tokens"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "max_tokens": 5000}, 400,
          "context_length_exceeded"),
-        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 2}, 400, "unsupported_parameter"),
+        ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "n": 17}, 400, "n"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "temperature": "hot"}, 400, "temperature"),
         ({"model": MODEL, "messages": [{"role": "user", "content": "x"}], "tool_choice": "required"}, 400,
          "tool_choice"),
@@ -234,7 +234,7 @@ def test_sdk_raises_typed_errors(client: openai.OpenAI) -> None:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=4000)
     assert too_long.value.code == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=3)
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=17)  # bad input: more choices than allowed
 
 
 # -- concurrency and disconnects -----------------------------------------------------------------

@@ -156,3 +156,27 @@ def test_bad_tool_and_format_requests(live_server: LiveServer, body: dict[str, A
     assert r.status_code == 400, r.text
     error = r.json()["error"]
     assert param_or_code in (error["param"] or "", error["code"] or ""), error
+
+
+def test_n_choices_json_and_stream(client: openai.OpenAI) -> None:
+    response = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hi."}],
+                                              max_tokens=3, temperature=0.8, seed=1, n=2)
+    assert [c.index for c in response.choices] == [0, 1]
+    assert response.usage is not None and 2 <= response.usage.completion_tokens <= 6
+    stream = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "Say hi."}],
+                                            max_tokens=3, n=2, stream=True, stream_options={"include_usage": True})
+    finished, usage = set(), None
+    for chunk in stream:
+        for choice in chunk.choices:
+            if choice.finish_reason:
+                finished.add(choice.index)
+        usage = chunk.usage or usage
+    assert finished == {0, 1} and usage is not None and usage.completion_tokens <= 6
+
+
+def test_logit_bias_is_forwarded(live_server: LiveServer) -> None:
+    body = {"model": MODEL, "max_tokens": 2, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}],
+            "logit_bias": {"2": -100}}
+    assert httpx.post(live_server.url + "/v1/chat/completions", json=body, timeout=60).status_code == 200
+    bad = httpx.post(live_server.url + "/v1/chat/completions", json={**body, "logit_bias": {"x": 1}}, timeout=60)
+    assert bad.status_code == 400 and bad.json()["error"]["param"] == "logit_bias"  # bad input: a non-id key

@@ -364,6 +364,8 @@ class OpenAICompatBackend:
         if s.json_schema is not None:
             body["response_format"] = {"type": "json_schema",
                                        "json_schema": {"name": "response", "schema": s.json_schema, "strict": True}}
+        if s.logit_bias:
+            body["logit_bias"] = {str(k): v for k, v in s.logit_bias.items()}
         if s.samplers and p.samplers:
             body.update(s.samplers)
         if s.logprobs:

@@ -105,6 +105,7 @@ def cache_key(
         "presence_penalty": s.presence_penalty,
         "frequency_penalty": s.frequency_penalty,
         "samplers": s.samplers,
+        "logit_bias": sorted(s.logit_bias.items()),
         "tenant": tenant,
         "collection": collection,
         "index_version": index_version,

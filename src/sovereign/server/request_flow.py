@@ -35,15 +35,16 @@ from sovereign.cache.request_plan import CachePlan, plan_request
 from sovereign.errors import SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.token_clock import TokenClock
+from sovereign.server.fan_out import fan_out
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.state import get_state
-from sovereign.server.streaming import ResponseShape, sse_response
+from sovereign.server.streaming import CompletionShape, ResponseShape, sse_response
 from sovereign.types import GenerationChunk, GenerationRequest
 
 
 async def generate(
     request: Request, domain: GenerationRequest, shape: ResponseShape, *, tenant: str, stream: bool,
-    cache_field: str | None = None, metadata: dict[str, str] | None = None,
+    cache_field: str | None = None, metadata: dict[str, str] | None = None, n: int = 1,
 ) -> OrjsonResponse | StreamingResponse:
     """Stages 3-8 for one parsed, authenticated request (see the module docstring).
 
@@ -52,6 +53,7 @@ async def generate(
         stream: SSE events (True) or one JSON body.
         cache_field: the request's ``cache`` control field. metadata: the chat request's
             ``metadata`` (a pipeline may read its collection there).
+        n: choices (OpenAI completions only; :mod:`sovereign.server.fan_out`, no cache).
 
     Raises:
         UnsupportedParameterError: the model cannot serve a feature the request needs.
@@ -66,6 +68,16 @@ async def generate(
     if missing:
         raise UnsupportedParameterError(f"Model {domain.model} does not support {', '.join(missing)}.",
                                         param=missing[0])
+    if n > 1:
+        if not isinstance(shape, CompletionShape):
+            raise UnsupportedParameterError("n > 1 is for chat and text completions.", param="n")
+        fan_clock = TokenClock(backend.name, request.scope.setdefault("state", {}))
+
+        def open_stream(one: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+            generated = backend.stream(one)
+            return metered(as_tool_call(generated) if forced else generated, fan_clock)
+
+        return await fan_out(open_stream, engine_request, shape, n, stream=stream, finish=fan_clock.finish)
     plan = await plan_request(  # 4. lookup
         state.cache, domain, backend, tenant=tenant, chat=domain.is_chat, cache_field=cache_field,
         cache_control=request.headers.get("cache-control"), metadata=metadata,

@@ -161,7 +161,7 @@ class SamplingFields(WireModel):
     max_tokens: int | None = Field(None, ge=1, le=MAX_OUTPUT_TOKENS)
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    n: int = Field(1, ge=1, le=128)
+    n: int = Field(1, ge=1, le=16)
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -170,7 +170,7 @@ class SamplingFields(WireModel):
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logprobs: bool | None = None
     top_logprobs: int | None = Field(None, ge=0, le=20)
-    logit_bias: dict[str, float] | None = None
+    logit_bias: dict[str, float] | None = None  # token id (as a string) -> bias in [-100, 100]
     user: str | None = Field(None, max_length=256)
     ignore_eos: bool = False
     cache: Literal["auto", "no-cache", "no-store", "off", "force"] | None = None  # see docs/cache.md
@@ -186,20 +186,15 @@ class SamplingFields(WireModel):
             raise ValueError(f"at most {MAX_STOP} stop sequences are allowed")
         return value
 
-    def _reject_unsupported(self) -> None:
-        if self.n != 1:
-            raise UnsupportedParameterError(
-                "n > 1 is not supported: the engines generate one choice per request. Send n separate requests.",
-                param="n",
-            )
-        if self.logit_bias:
-            raise UnsupportedParameterError("logit_bias is not supported by this gateway.", param="logit_bias")
-
     def sampling(self, max_tokens: int | None, json_mode: bool = False,
                  json_schema: dict[str, Any] | None = None) -> SamplingParams:
         """The decoding parameters. Raises InvalidRequestError: ``top_logprobs`` without ``logprobs``."""
         if self.top_logprobs and not self.logprobs:
             raise InvalidRequestError("top_logprobs needs logprobs: true.", param="top_logprobs")
+        bias = self.logit_bias or {}
+        if any(not k.isdigit() or not -100 <= v <= 100 for k, v in bias.items()):
+            raise InvalidRequestError("logit_bias maps token ids (digit strings) to biases in [-100, 100].",
+                                      param="logit_bias")
         stops = (self.stop,) if isinstance(self.stop, str) else tuple(self.stop or ())
         return SamplingParams(
             max_tokens=max_tokens,
@@ -214,6 +209,7 @@ class SamplingFields(WireModel):
             json_schema=json_schema,
             logprobs=bool(self.logprobs),
             top_logprobs=self.top_logprobs or 0,
+            logit_bias={int(k): v for k, v in bias.items()},
             samplers={k: v for k, v in (("top_k", self.top_k), ("min_p", self.min_p),
                                         ("repetition_penalty", self.repetition_penalty)) if v is not None},
         )
@@ -235,12 +231,10 @@ class ChatCompletionRequest(SamplingFields):
         """Validate what pydantic cannot and build the engine-neutral request.
 
         Raises:
-            UnsupportedParameterError: n > 1, logit_bias.
             InvalidRequestError: max_tokens and max_completion_tokens disagree; a tool_choice naming no
                 tool, or without tools; a tool message whose tool_call_id matches no earlier call;
-                json_schema without a schema.
+                json_schema without a schema; a malformed logit_bias.
         """
-        self._reject_unsupported()
         tools = tuple(t.model_dump(exclude_none=True) for t in self.tools or ())
         choice = self.tool_choice.model_dump() if isinstance(self.tool_choice, NamedToolChoice) else self.tool_choice
         if isinstance(self.tool_choice, NamedToolChoice):
@@ -300,7 +294,6 @@ class CompletionRequest(SamplingFields):
     best_of: int | None = None
 
     def to_domain(self) -> GenerationRequest:
-        self._reject_unsupported()
         if self.echo or self.suffix or (self.best_of not in (None, 1)):
             raise UnsupportedParameterError("echo, suffix and best_of are not supported.", param="echo")
         prompt = self.prompt

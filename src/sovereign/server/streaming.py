@@ -64,7 +64,8 @@ class CompletionShape:
     """Builds chat (``chat.completion``) or text (``text_completion``) bodies for one response.
 
     ``include_usage`` / ``continuous_usage``: ``stream_options.include_usage`` and vLLM's
-    ``continuous_usage_stats``.
+    ``continuous_usage_stats``. ``index`` is the choice index this shape renders (``n > 1`` uses
+    one copy per choice, sharing ``id`` and ``extra``).
     """
 
     model: str
@@ -74,6 +75,7 @@ class CompletionShape:
     extra: dict[str, Any] = field(default_factory=dict)
     include_usage: bool = False
     continuous_usage: bool = False
+    index: int = 0
 
     def __post_init__(self) -> None:
         if not self.id:
@@ -85,30 +87,32 @@ class CompletionShape:
 
     def body(self, result: GenerationResult) -> dict[str, Any]:
         """The whole non-streamed response."""
+        return self.body_of([result])
+
+    def body_of(self, results: list[GenerationResult]) -> dict[str, Any]:
+        """The whole response with one choice per result (``n``): the prompt counted once (as OpenAI
+        does), completion tokens summed over the choices."""
+        usage = Usage(results[0].usage.prompt_tokens, sum(r.usage.completion_tokens for r in results),
+                      results[0].usage.cached_tokens)
+        body = {"id": self.id, "object": self._object, "created": self.created, "model": self.model,
+                "choices": [self._choice(r, i) for i, r in enumerate(results)], "usage": usage.to_dict()}
+        body.update(self.extra)
+        return body
+
+    def _choice(self, result: GenerationResult, index: int) -> dict[str, Any]:
         if self.chat:
             message: dict[str, Any] = {"role": "assistant", "content": result.text or None}
             if result.tool_calls:
                 message["tool_calls"] = [call.to_dict() for call in result.tool_calls]
             elif not result.text:
                 message["content"] = ""
-            choice: dict[str, Any] = {
-                "index": 0,
+            return {
+                "index": index,
                 "message": message,
                 "logprobs": {"content": result.logprobs} if result.logprobs is not None else None,
                 "finish_reason": result.finish_reason,
             }
-        else:
-            choice = {"index": 0, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
-        body = {
-            "id": self.id,
-            "object": self._object,
-            "created": self.created,
-            "model": self.model,
-            "choices": [choice],
-            "usage": result.usage.to_dict(),
-        }
-        body.update(self.extra)
-        return body
+        return {"index": index, "text": result.text, "logprobs": None, "finish_reason": result.finish_reason}
 
     def chunk(self, text: str | None, finish_reason: str | None, *, first: bool = False,
               source: GenerationChunk | None = None) -> dict[str, Any]:
@@ -123,10 +127,11 @@ class CompletionShape:
             if source is not None and source.tool_calls:
                 delta["tool_calls"] = [piece.to_dict() for piece in source.tool_calls]
             logprobs = {"content": source.logprobs} if source is not None and source.logprobs else None
-            choice: dict[str, Any] = {"index": 0, "delta": delta, "logprobs": logprobs, "finish_reason": finish_reason}
+            choice: dict[str, Any] = {"index": self.index, "delta": delta, "logprobs": logprobs,
+                                      "finish_reason": finish_reason}
             obj = "chat.completion.chunk"
         else:
-            choice = {"index": 0, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
+            choice = {"index": self.index, "text": text or "", "logprobs": None, "finish_reason": finish_reason}
             obj = "text_completion"
         return {"id": self.id, "object": obj, "created": self.created, "model": self.model, "choices": [choice]}
 

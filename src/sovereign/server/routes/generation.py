@@ -32,7 +32,7 @@ async def chat_completions(
     """OpenAI chat completions (JSON, or SSE when ``stream`` is true)."""
     ignored = ignored_fields_headers(request, body)
     response = await generate(request, body.to_domain(), shape_for(body, chat=True), tenant=tenant,
-                              stream=body.stream, cache_field=body.cache, metadata=body.metadata)
+                              stream=body.stream, cache_field=body.cache, metadata=body.metadata, n=body.n)
     response.headers.update(ignored)
     return response
 
@@ -44,6 +44,6 @@ async def completions(
     """OpenAI legacy text completions (JSON, or SSE when ``stream`` is true)."""
     ignored = ignored_fields_headers(request, body)
     response = await generate(request, body.to_domain(), shape_for(body, chat=False), tenant=tenant,
-                              stream=body.stream, cache_field=body.cache)
+                              stream=body.stream, cache_field=body.cache, n=body.n)
     response.headers.update(ignored)
     return response
