@@ -115,6 +115,9 @@ class EngineSettings(Section):
         "prompts of idle slots kept for reuse by later requests.",
     )
     n_gpu_layers: int = Field(0, description="Layers offloaded to a GPU (-1 = all); 0 on CPU-only hosts.")
+    mmproj_path: Path | None = Field(
+        None, description="Multimodal projector GGUF of a vision model (--mmproj): the engine then takes images."
+    )
     extra_args: list[str] = Field(
         default_factory=list, description="More llama-server arguments, appended as given (e.g. [\"--mlock\"])."
     )
@@ -281,6 +284,11 @@ class DeploymentSettings(Section):
         None,
         description="Send non-streaming client requests upstream as JSON (no first-token timeout for them); "
         "unset = the engine's default (true for llama-cpp-python, false for the others).",
+    )
+    features: dict[str, bool] = Field(
+        default_factory=dict,
+        description="Override what the engine kind declares, e.g. {vision = true} for a vision model on vLLM "
+        "(keys: tools, json_schema, json_mode, vision, audio, logprobs, n, seed, ignore_eos, completions).",
     )
 
 

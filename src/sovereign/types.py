@@ -30,7 +30,9 @@ class ChatMessage:
     """One conversation turn. ``content`` is plain text (multi-part text is joined by the server).
 
     An assistant turn may carry ``tool_calls`` (its content then often empty); a ``tool`` turn
-    answers the call whose id is ``tool_call_id``.
+    answers the call whose id is ``tool_call_id``. ``parts`` keeps a multi-part content with
+    images or audio as sent (OpenAI part dicts, text parts included, in order); ``content`` is
+    then its text alone.
     """
 
     role: Role
@@ -38,6 +40,12 @@ class ChatMessage:
     tool_calls: tuple[ToolCall, ...] = ()
     tool_call_id: str | None = None
     name: str | None = None
+    parts: tuple[dict[str, Any], ...] = ()
+
+    @property
+    def media(self) -> set[str]:
+        """The non-text part types of this message (``image_url``, ``input_audio``)."""
+        return {str(p.get("type")) for p in self.parts if p.get("type") != "text"}
 
 
 @dataclass(frozen=True, slots=True)

@@ -380,3 +380,25 @@ async def test_no_deployment_with_the_feature_is_400_naming_it(client_for) -> No
         with pytest.raises(UnsupportedParameterError, match="does not support json_schema") as exc:
             await collect(router.stream(schema_request))
     assert exc.value.param == "json_schema" and script.calls == {}
+
+
+async def test_image_parts_go_only_to_a_vision_deployment_unflattened(client_for) -> None:
+    script = Script(b=[(200, sse("a cat"))])
+    parts = ({"type": "text", "text": "What is this?"},
+             {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA=="}})
+    async with client_for(script) as client:
+        vision = DeploymentSettings(name="b", model="m", engine="vllm", base_url="http://b/v1",  # type: ignore[arg-type]
+                                    context_window=4096, features={"vision": True})
+        router = Router("m", [deployment("a", client),
+                              Deployment("b", OpenAICompatBackend(vision, client), CircuitBreaker("b"), 4096)], FAST)
+        image_request = replace(request(), messages=(ChatMessage("user", "What is this?", parts=parts),))
+        result = await collect(router.stream(image_request))
+    assert result.metadata["route"]["deployment"] == "b" and script.calls == {"b": 1}
+    assert script.bodies[0]["messages"][0]["content"] == list(parts)  # sent as parts, never flattened
+
+
+def test_unknown_feature_override_is_a_config_error() -> None:
+    bad = DeploymentSettings(name="x", model="m", engine="vllm", base_url="http://x/v1",  # type: ignore[arg-type]
+                             features={"telepathy": True})
+    with pytest.raises(ConfigError, match="telepathy"):
+        OpenAICompatBackend(bad, httpx.AsyncClient())

@@ -234,7 +234,8 @@ def test_sdk_raises_typed_errors(client: openai.OpenAI) -> None:
         client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], max_tokens=4000)
     assert too_long.value.code == "context_length_exceeded"
     with pytest.raises(openai.BadRequestError):
-        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=17)  # bad input: more choices than allowed
+        # bad input: more choices than allowed
+        client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "x"}], n=17)
 
 
 # -- concurrency and disconnects -----------------------------------------------------------------

@@ -180,3 +180,14 @@ def test_logit_bias_is_forwarded(live_server: LiveServer) -> None:
     assert httpx.post(live_server.url + "/v1/chat/completions", json=body, timeout=60).status_code == 200
     bad = httpx.post(live_server.url + "/v1/chat/completions", json={**body, "logit_bias": {"x": 1}}, timeout=60)
     assert bad.status_code == 400 and bad.json()["error"]["param"] == "logit_bias"  # bad input: a non-id key
+
+
+def test_an_image_to_a_text_only_model_is_400_naming_vision(live_server: LiveServer) -> None:
+    content = [{"type": "text", "text": "What is this?"},
+               {"type": "image_url", "image_url": {"url": "data:image/png;base64,iVBORw0KGgo="}}]
+    body = {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": content}]}
+    r = httpx.post(live_server.url + "/v1/chat/completions", json=body, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "vision", r.text
+    bad = {**body, "messages": [{"role": "user", "content": [{"type": "image_url", "image_url": {"url": "ftp://x"}}]}]}
+    r = httpx.post(live_server.url + "/v1/chat/completions", json=bad, timeout=60)  # bad input: not http(s)/data
+    assert r.status_code == 400

@@ -16,7 +16,7 @@ import numpy as np
 from sovereign.errors import ContextLengthExceededError
 from sovereign.types import FinishReason, GenerationChunk, GenerationRequest, GenerationResult, ToolCall, Usage
 
-Feature = Literal["json_mode", "json_schema", "tools", "vision", "logprobs", "n", "ignore_eos", "seed",
+Feature = Literal["json_mode", "json_schema", "tools", "vision", "audio", "logprobs", "n", "ignore_eos", "seed",
                   "completions", "tokenize"]
 """A request feature a deployment must support to serve it (see :meth:`Capabilities.missing`)."""
 
@@ -27,8 +27,9 @@ class Capabilities:
 
     ``context_window`` is in tokens (prompt + output). Feature flags: ``json_mode`` (JSON-object
     grammar), ``json_schema`` (output constrained by a JSON schema), ``tools`` (function calling),
-    ``vision`` (image inputs), ``logprobs``, ``n`` (several choices per request), ``ignore_eos``,
-    ``seed``, ``completions`` (the raw-prompt ``/v1/completions`` API) and ``tokenize`` (an exact
+    ``vision`` (image inputs), ``audio`` (audio inputs), ``logprobs``, ``n`` (several choices per
+    request natively; the gateway fans out otherwise), ``ignore_eos``, ``seed``, ``completions``
+    (the raw-prompt ``/v1/completions`` API) and ``tokenize`` (an exact
     token-count endpoint; without it counts are the upper-bound estimate of
     :mod:`sovereign.backends.context_fit`). ``engine`` and ``owned_by`` are display labels only:
     nothing may branch on them.
@@ -39,6 +40,7 @@ class Capabilities:
     json_schema: bool = False
     tools: bool = False
     vision: bool = False
+    audio: bool = False
     logprobs: bool = False
     n: bool = False
     seed: bool = True
@@ -77,6 +79,11 @@ def required_features(request: GenerationRequest) -> list[Feature]:
         needed.append("logprobs")
     if s.ignore_eos:
         needed.append("ignore_eos")
+    media = set().union(*(m.media for m in request.messages)) if request.messages else set()
+    if "image_url" in media:
+        needed.append("vision")
+    if "input_audio" in media:
+        needed.append("audio")
     if not request.is_chat:
         needed.append("completions")
     return needed

@@ -104,6 +104,8 @@ def command_line(binary: Path, model: Path, alias: str, port: int, s: EngineSett
         "--n-gpu-layers", str(s.n_gpu_layers), "--flash-attn", s.flash_attn, "--cache-ram", str(s.cache_ram_mib),
         "--threads-http", str(s.n_parallel + s.max_queue + 4), "--jinja", "--metrics", "--no-webui",
     ]
+    if s.mmproj_path is not None:
+        argv += ["--mmproj", str(s.mmproj_path)]
     return argv + list(s.extra_args)
 
 

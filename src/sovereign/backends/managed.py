@@ -89,7 +89,8 @@ class ManagedLlamaServer:
     @property
     def capabilities(self) -> Capabilities:
         return Capabilities(context_window=self.settings.n_ctx, tools=True, json_schema=True, logprobs=True,
-                            tokenize=True, engine="llama.cpp server (managed)")
+                            vision=self.settings.mmproj_path is not None, tokenize=True,
+                            engine="llama.cpp server (managed)")
 
     @property
     def ready(self) -> bool:

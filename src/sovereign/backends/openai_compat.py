@@ -34,11 +34,12 @@ import orjson
 from cachetools import LRUCache
 from httpx_sse import ServerSentEvent, aconnect_sse
 
-from sovereign.backends.base import Capabilities
+from sovereign.backends.base import FEATURES, Capabilities
 from sovereign.backends.context_fit import MESSAGE_OVERHEAD, PROMPT_OVERHEAD, estimate_tokens, message_text
 from sovereign.backends.openai_wire import choice_logprobs, delta_tool_calls, message_tool_calls, wire_message
 from sovereign.config import DeploymentSettings, resolve_secret
 from sovereign.errors import (
+    ConfigError,
     ContextLengthExceededError,
     EngineError,
     EngineOverloadedError,
@@ -228,11 +229,17 @@ class OpenAICompatBackend:
         self._headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._counts: LRUCache[str, int] = LRUCache(maxsize=4096)
         self._tokenize = self.profile.tokenize_path is not None
+        allowed = [f for f in FEATURES if f != "tokenize"]  # tokenize follows the profile's endpoint
+        unknown = sorted(set(settings.features) - set(allowed))
+        if unknown:
+            raise ConfigError(f"backends.deployments[{settings.name}].features: unknown {unknown}; "
+                              f"known: {', '.join(allowed)}.")
+        self._features = dict(settings.features)
 
     @property
     def capabilities(self) -> Capabilities:
         p = self.profile
-        return Capabilities(
+        declared = Capabilities(
             context_window=self.settings.context_window or DEFAULT_CONTEXT_WINDOW,
             json_mode=p.json_mode,
             seed=p.seed,
@@ -244,6 +251,7 @@ class OpenAICompatBackend:
             engine=p.label,
             owned_by=self.settings.engine,
         )
+        return replace(declared, **self._features) if self._features else declared  # type: ignore[arg-type]
 
     @property
     def ready(self) -> bool:

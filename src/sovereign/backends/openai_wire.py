@@ -14,7 +14,7 @@ from sovereign.types import ChatMessage, ToolCall, ToolCallDelta
 
 def wire_message(message: ChatMessage) -> dict[str, Any]:
     """One domain message as an OpenAI ``messages[]`` item (``tool_calls``, ``tool_call_id``, ``name``)."""
-    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    out: dict[str, Any] = {"role": message.role, "content": list(message.parts) if message.parts else message.content}
     if message.tool_calls:
         out["tool_calls"] = [call.to_dict() for call in message.tool_calls]
         if not message.content:

@@ -98,8 +98,8 @@ async def plan_request(
     mode = request_mode(cache_field, cache_control)
     if mode == "off" or (mode != "force" and not reproducible(request)):
         return CachePlan(cache, status="bypass")
-    if request.tools or request.sampling.logprobs:
-        return CachePlan(cache, status="bypass")  # entries hold text: tool calls and logprobs would be lost
+    if request.tools or request.sampling.logprobs or any(m.parts for m in request.messages):
+        return CachePlan(cache, status="bypass")  # entries hold text, keys hold text: calls, logprobs, images
     scope: tuple[str, int] | None = None
     if isinstance(backend, SourceScoped):
         try:

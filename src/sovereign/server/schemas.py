@@ -17,7 +17,7 @@ can). Fields no engine path honours yet (``n > 1``, ``logit_bias``) are rejected
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -87,6 +87,29 @@ class TextPart(WireModel):
     text: str
 
 
+class ImageUrl(WireModel):
+    url: str = Field(min_length=1, pattern=r"^(https?://|data:image/)")
+    detail: Literal["auto", "low", "high"] | None = None
+
+
+class ImagePart(WireModel):
+    type: Literal["image_url"]
+    image_url: ImageUrl
+
+
+class InputAudio(WireModel):
+    data: str = Field(min_length=1)
+    format: Literal["wav", "mp3"]
+
+
+class AudioPart(WireModel):
+    type: Literal["input_audio"]
+    input_audio: InputAudio
+
+
+ContentPart = Annotated[TextPart | ImagePart | AudioPart, Field(discriminator="type")]
+
+
 FUNCTION_NAME = r"^[a-zA-Z0-9_-]{1,64}$"
 
 
@@ -124,7 +147,7 @@ class NamedToolChoice(WireModel):
 
 class WireMessage(WireModel):
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_call_id: str | None = None
     tool_calls: list[WireToolCall] | None = None
@@ -134,7 +157,13 @@ class WireMessage(WireModel):
             return ""
         if isinstance(self.content, str):
             return self.content
-        return "".join(part.text for part in self.content)
+        return "".join(part.text for part in self.content if isinstance(part, TextPart))
+
+    def parts(self) -> tuple[dict[str, Any], ...]:
+        """The content parts as sent when any is an image or audio (never flattened to text), else ()."""
+        if isinstance(self.content, list) and any(not isinstance(p, TextPart) for p in self.content):
+            return tuple(p.model_dump(exclude_none=True) for p in self.content)
+        return ()
 
 
 class StreamOptions(WireModel):
@@ -281,7 +310,7 @@ class ChatCompletionRequest(SamplingFields):
                     f"messages[{i}] is a tool result for tool_call_id {m.tool_call_id!r}, which no earlier "
                     "assistant message called.", param=f"messages.{i}.tool_call_id")
             out.append(ChatMessage(role=m.role, content=m.text(), tool_calls=tool_calls, tool_call_id=m.tool_call_id,
-                                   name=m.name))
+                                   name=m.name, parts=m.parts()))
         return tuple(out)
 
 
