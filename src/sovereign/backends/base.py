@@ -134,6 +134,17 @@ class TokenCounting(Protocol):
 
 
 @runtime_checkable
+class Tokenizing(Protocol):
+    """Optional: a chat backend exposing its tokenizer (``POST /tokenize`` and ``/detokenize``)."""
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """Token ids of ``text``. Raises EngineError subclasses when the engine cannot be asked."""
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens``. Raises EngineError subclasses when the engine cannot be asked."""
+
+
+@runtime_checkable
 class HealthProbed(Protocol):
     """Optional: a chat backend with an active health check (remote engines, the managed engine)."""
 

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib.util
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -35,7 +35,13 @@ from sovereign.backends.llama_process import LlamaServerProcess
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status, translate_transport_error
 from sovereign.backends.openai_wire import wire_message
 from sovereign.config import DeploymentSettings, EngineSettings
-from sovereign.errors import EngineError, EngineOverloadedError, EngineUnavailableError, StreamInterruptedError
+from sovereign.errors import (
+    EngineError,
+    EngineOverloadedError,
+    EngineUnavailableError,
+    InvalidRequestError,
+    StreamInterruptedError,
+)
 from sovereign.observability import metrics
 from sovereign.types import GenerationChunk, GenerationRequest
 
@@ -81,6 +87,7 @@ class ManagedLlamaServer:
             max_connections=1024, max_keepalive_connections=256, keepalive_expiry=2.0))
         self.model_path = settings.model_path or default_model_path()
         self.process = LlamaServerProcess(settings, self.model_path, self.name, self._client)
+        self._n_vocab: int | None = None
         self._remote: OpenAICompatBackend | None = None
         self._active = 0
 
@@ -179,6 +186,27 @@ class ManagedLlamaServer:
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
         return len(await self.prompt_tokens(request))
+
+    async def tokenize(self, text: str, *, add_special: bool = False) -> list[int]:
+        """:class:`~sovereign.backends.base.Tokenizing`: the engine's ``/tokenize``."""
+        answer = await self._post("/tokenize", {"content": text, "add_special": add_special})
+        return [int(t) for t in answer["tokens"]]  # type: ignore[attr-defined]
+
+    async def detokenize(self, tokens: Sequence[int]) -> str:
+        """:class:`~sovereign.backends.base.Tokenizing`: the engine's ``/detokenize``.
+
+        Raises:
+            InvalidRequestError: an id outside the model's vocabulary (``n_vocab`` from the engine's
+                ``/v1/models`` metadata), checked here: the engine itself answers such ids with a 500.
+        """
+        if self._n_vocab is None:
+            response = await self._client.get((self.process.url or "") + "/v1/models", timeout=10.0)
+            self._n_vocab = int(orjson.loads(response.content)["data"][0]["meta"]["n_vocab"])
+        bad = [t for t in tokens if not 0 <= t < self._n_vocab]
+        if bad:
+            raise InvalidRequestError(f"Token id {bad[0]} is outside the vocabulary (0..{self._n_vocab - 1}).",
+                                      param="tokens")
+        return str((await self._post("/detokenize", {"tokens": list(tokens)}))["content"])
 
     async def count_text_tokens(self, text: str) -> int:
         """Tokens of plain ``text`` (no template, no BOS) under the engine's tokenizer (memoised)."""

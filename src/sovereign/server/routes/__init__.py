@@ -13,9 +13,11 @@ from sovereign.server.routes import (
     models,
     responses,
     system,
+    tokenizer,
 )
 
 ROUTERS = (
     admin.router, conversations.router, documents.router, embeddings.router, generation.router, health.router,
     messages.router, models.router, responses.router, system.router,
+    tokenizer.router,
 )
