@@ -36,3 +36,17 @@ def test_bad_tokenizer_requests(live_server: LiveServer, path: str, body: dict, 
     assert r.status_code == status, r.text
     if param is not None:
         assert r.json()["error"]["param"] == param
+
+
+def test_rerank_puts_the_relevant_document_first(live_server: LiveServer) -> None:
+    docs = ["Paris is the capital of France.", "Bananas are rich in potassium.", {"text": "The stock market fell."}]
+    r = httpx.post(live_server.url + "/v1/rerank", json={"model": "all-minilm-l6-v2", "query": "capital of France",
+                                                          "documents": docs, "top_n": 2, "return_documents": True})
+    assert r.status_code == 200, r.text
+    results = r.json()["results"]
+    assert [x["index"] for x in results][:1] == [0] and len(results) == 2
+    assert results[0]["relevance_score"] >= results[1]["relevance_score"]
+    assert results[0]["document"] == {"text": docs[0]} and r.json()["usage"]["total_tokens"] > 0
+    for bad in ({"query": "x", "documents": []}, {"query": "", "documents": ["a"]}, {"query": "x", "documents": ["a"],
+                                                                                        "top_n": 0}):
+        assert httpx.post(live_server.url + "/v1/rerank", json=bad).status_code == 400, bad  # bad input

@@ -11,6 +11,7 @@ from sovereign.server.routes import (
     health,
     messages,
     models,
+    rerank,
     responses,
     system,
     tokenizer,
@@ -18,6 +19,6 @@ from sovereign.server.routes import (
 
 ROUTERS = (
     admin.router, conversations.router, documents.router, embeddings.router, generation.router, health.router,
-    messages.router, models.router, responses.router, system.router,
+    messages.router, models.router, rerank.router, responses.router, system.router,
     tokenizer.router,
 )
