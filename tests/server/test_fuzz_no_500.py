@@ -39,10 +39,14 @@ VALID = {
     "/v1/messages": {"model": MODEL, "max_tokens": 4, "messages": [{"role": "user", "content": "hi"}]},
     "/v1/responses": {"model": MODEL, "max_output_tokens": 4, "input": "hi"},
     "/admin/backends/default": {"route": MODEL},
+    "/v1/rerank": {"query": "hi", "documents": ["a", "b"]},
+    "/tokenize": {"content": "hi"},
+    "/detokenize": {"tokens": [1, 2]},
 }
 FIELDS = sorted({k for body in VALID.values() for k in body} | {
     "tools", "tool_choice", "response_format", "stream", "stop", "logprobs", "top_logprobs", "temperature",
-    "stream_options", "system", "instructions", "text", "n", "seed", "top_k", "cache", "path", "collection"})
+    "stream_options", "system", "instructions", "text", "n", "seed", "top_k", "cache", "path", "collection",
+    "logit_bias", "documents", "top_n", "tokens", "content", "input"})
 
 
 @pytest.fixture(scope="module")
