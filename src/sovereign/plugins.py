@@ -82,7 +82,7 @@ class Kinds(Generic[T]):
                     raise ConfigError(f"Two plugins register the {self.what} kind {kind!r}.")
                 items[kind] = factory
 
-            getattr(manager().hook, self.hook)(register=register)  # pluggy's HookRelay: hooks by name
+            manager().subset_hook_caller(self.hook, remove_plugins=[])(register=register)
             self._items = items
         return self._items
 

@@ -8,7 +8,7 @@ engine has exactly one generation path. An embedding engine turns texts into uni
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from typing import Any, Literal, Protocol, get_args, runtime_checkable
 
 import numpy as np
@@ -52,7 +52,8 @@ class Capabilities:
 
     def missing(self, features: Iterable[Feature]) -> list[Feature]:
         """The features of ``features`` this engine lacks, in the given order (empty: it can serve)."""
-        return [f for f in features if not getattr(self, f)]  # a field of this dataclass, by its Literal name
+        flags = asdict(self)
+        return [f for f in features if not flags[f]]
 
     @classmethod
     def union(cls, caps: Sequence[Capabilities], *, engine: str) -> Capabilities:

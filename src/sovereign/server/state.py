@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     from sovereign.backends.routing_table import RouteControl
     from sovereign.cache.service import ResponseCache
     from sovereign.rag.service import RagService
+    from sovereign.server.routes.responses import ResponseStore
 
 
 @dataclass
@@ -50,6 +51,7 @@ class AppState:
     api_keys: tuple[str, ...] = ()
     admin_keys: tuple[str, ...] = ()
     off: dict[str, str] = field(default_factory=dict)
+    responses: ResponseStore | None = None  # /v1/responses history for previous_response_id (first use)
 
     @classmethod
     def build(cls, settings: Settings, registry: ModelRegistry) -> AppState:

@@ -25,7 +25,7 @@ from sovereign.server.request_flow import generate
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.responses_shape import ResponsesShape
 from sovereign.server.responses_wire import ResponsesRequest, echo
-from sovereign.server.state import ignored_fields_headers, require_api_key
+from sovereign.server.state import get_state, ignored_fields_headers, require_api_key
 from sovereign.types import ChatMessage, ToolCall
 
 router = APIRouter()
@@ -76,10 +76,10 @@ def answer_message(output: list[dict[str, Any]]) -> ChatMessage:
 
 def store_of(request: Request) -> ResponseStore:
     """This app's response store (made on first use)."""
-    store = getattr(request.app.state, "response_store", None)
-    if store is None:
-        store = request.app.state.response_store = ResponseStore()
-    return store
+    state = get_state(request)
+    if state.responses is None:
+        state.responses = ResponseStore()
+    return state.responses
 
 
 @router.post("/v1/responses", response_model=None)
