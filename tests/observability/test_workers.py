@@ -60,6 +60,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url + "/readyz", proc, log, timeout=150)
+            _wait_every_worker(url, timeout=150)
             yield Cluster(url, sink, log, prom)
         finally:
             proc.terminate()
@@ -68,6 +69,19 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+
+
+def _wait_every_worker(url: str, timeout: float) -> None:
+    """``/readyz`` answers for whichever worker took the connection, so one 200 says one worker is
+    ready. Wait until the multiprocess ``sovereign_engine_up`` (``livemin`` over live workers) is 1
+    and eight fresh connections in a row are ready."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up = _samples(httpx.get(url + "/metrics").text).get(("sovereign_engine_up", (("engine", MODEL),)))
+        if up == 1 and all(httpx.get(url + "/readyz").status_code == 200 for _ in range(8)):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"not every worker became ready within {timeout}s")
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
