@@ -150,3 +150,48 @@ AGENT_NODE_DURATION = Histogram(
 AGENT_DEGRADED = Counter(
     "sovereign_agent_degraded_total", "Agent runs that fell back to the simple path, by failing node.", ["node"]
 )
+
+# -- deployments and rollouts (the basis of canary analysis: sovereign.flags.analysis) ----------
+DEPLOYMENT_REQUESTS = Counter(
+    "sovereign_deployment_requests_total",
+    "Generations asked of one deployment of a model, by outcome (ok, error); a fallback counts on both.",
+    ["model", "deployment", "outcome"],
+)
+DEPLOYMENT_DURATION = Histogram(
+    "sovereign_deployment_request_duration_seconds",
+    "One successful generation on one deployment, from its call to its last chunk.",
+    ["model", "deployment"], buckets=LATENCY_BUCKETS,
+)
+DEPLOYMENT_TTFT = Histogram(
+    "sovereign_deployment_time_to_first_token_seconds",
+    "Time from calling one deployment to its first chunk (TTFT per deployment, retries included).",
+    ["model", "deployment"], buckets=LATENCY_BUCKETS,
+)
+ROLLOUT_CANDIDATE_PERCENT = Gauge(
+    "sovereign_rollout_candidate_percent",
+    "Percent of first picks a rollout sends to its candidate deployment (0 after a rollback).",
+    ["model", "candidate"], multiprocess_mode="livemax",
+)
+ROLLOUT_PROMOTIONS = Counter(
+    "sovereign_rollout_promotions_total", "Rollout stages passed (each step up, and the last to 100 %).",
+    ["model", "candidate"],
+)
+ROLLOUT_ROLLBACKS = Counter(
+    "sovereign_rollout_rollbacks_total",
+    "Rollouts sent back to stable, by reason (error_ratio, p95, p99, ttft_p95, inconclusive, manual).",
+    ["model", "candidate", "reason"],
+)
+FLAG_EVALUATIONS = Counter(
+    "sovereign_flag_evaluations_total", "Feature flag evaluations by flag, variant and reason.",
+    ["flag", "variant", "reason"],
+)
+FLAG_REQUESTS = Counter(
+    "sovereign_flag_requests_total",
+    "Generation requests by the variant a rolled-out flag served them (on, off, or a variant name) and outcome.",
+    ["flag", "variant", "outcome"],
+)
+FLAG_REQUEST_DURATION = Histogram(
+    "sovereign_flag_request_duration_seconds",
+    "Successful generation requests by the variant a rolled-out flag served them, receipt to last byte.",
+    ["flag", "variant"], buckets=LATENCY_BUCKETS,
+)
