@@ -261,6 +261,32 @@ class ObservabilitySettings(Section):
     )
 
 
+class FlagsSettings(Section):
+    """Feature flags (sovereign.flags) and where control state persists."""
+
+    file: Path | None = Field(
+        None, description="Flags file: TOML ([flags.NAME]) or JSON in the seed's feature-flags.json shape; "
+        "unset = the seven built-in flags, all on.",
+    )
+    store_dsn_env: str | None = Field(
+        None, description="Env var holding a PostgreSQL DSN for flag values, rollouts and their audit log "
+        "(several hosts); unset = data_dir/control.sqlite3 (the workers of one host).",
+    )
+    sync_s: float = Field(1.0, gt=0, description="Seconds between re-reads of flag values and rollout splits.")
+
+
+class RolloutSettings(Section):
+    """Metric-gated canary rollouts (sovereign rollout)."""
+
+    prometheus_url: str | None = Field(
+        None, description="Judge stages from this Prometheus (its HTTP API) instead of the gateway's own "
+        "metrics; needed when several hosts serve one rollout.",
+    )
+    check_s: float = Field(5.0, gt=0, description="Seconds between checks of every active rollout.")
+    lease_s: float = Field(
+        15.0, gt=0, description="Seconds the process running the checks holds the controller lease.")
+
+
 class DeploymentSettings(Section):
     """One engine serving a public model name (an item of ``[[backends.deployments]]``)."""
 
@@ -346,6 +372,8 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Metrics, traces and logs."
     )
+    flags: FlagsSettings = Field(default_factory=FlagsSettings, description="Feature flags.")
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary rollouts.")
 
     _toml_file: Path | None = None
 

@@ -15,6 +15,7 @@ SovereignError                      500 server_error
 │   └── RequestTooLargeError        413 (code request_too_large)
 ├── AuthenticationError             401 authentication_error
 ├── PermissionDeniedError           403 permission_error
+│   └── FeatureDisabledError        403 (code feature_disabled)  a feature flag is off for the caller
 ├── NotFoundError                   404 not_found_error
 │   └── ModelNotFoundError          404 (code model_not_found)
 ├── ConflictError                   409 conflict_error
@@ -124,6 +125,12 @@ class PermissionDeniedError(SovereignError):
 
     status_code = 403
     error_type = "permission_error"
+
+
+class FeatureDisabledError(PermissionDeniedError):
+    """A feature flag turned this off for the caller (HTTP 403, code ``feature_disabled``)."""
+
+    code = "feature_disabled"
 
 
 class NotFoundError(SovereignError):

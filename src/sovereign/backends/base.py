@@ -202,6 +202,15 @@ class SupervisedEngine(Protocol):
 
 
 @runtime_checkable
+class StartLimited(Protocol):
+    """An engine whose decode slots and GPU offload can be lowered before :meth:`start` (feature
+    flags ``batch_inference`` and ``triton_gpu_acceleration``, :mod:`sovereign.flags`)."""
+
+    def limit(self, *, n_parallel: int | None = None, n_gpu_layers: int | None = None) -> None:
+        """Use at most these (None = unchanged); takes effect at the next (re)start."""
+
+
+@runtime_checkable
 class EmbeddingBackend(Protocol):
     """An engine turning texts into L2-normalised float32 vectors of ``dimensions`` length."""
 

@@ -113,6 +113,11 @@ class ManagedLlamaServer:
         await self.process.stop()
         await self._client.aclose()
 
+    def limit(self, *, n_parallel: int | None = None, n_gpu_layers: int | None = None) -> None:
+        """Lower the slots / GPU layers the engine is started with (:class:`StartLimited`)."""
+        changes = {k: v for k, v in (("n_parallel", n_parallel), ("n_gpu_layers", n_gpu_layers)) if v is not None}
+        self.settings = self.process.settings = self.settings.model_copy(update=changes)
+
     def info(self) -> ProcessInfo:
         """Process id, URL, health, restarts and slots of the engine."""
         return self.process.info()

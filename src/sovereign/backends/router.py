@@ -5,7 +5,8 @@ One request, in order:
 
 1. **Pick**: deployments with ``weight > 0`` share first picks in proportion to their weights, sticky
    per user (a hash of ``model:user``; requests without ``user`` pick at random). The rest of the
-   list, in configuration order, are the fallbacks.
+   list, in configuration order, are the fallbacks. A :class:`Canary` (set by the rollout
+   controller, :mod:`sovereign.flags`) first sends its percent of users, sticky, to the candidate.
 2. **Skip** a deployment whose circuit breaker is open (:mod:`sovereign.backends.breaker`).
 3. **Fit** the conversation to that deployment's window (:mod:`sovereign.backends.context_fit`).
 4. **Retry** (tenacity: exponential back-off with jitter) on connection errors, 429 and 5xx until the
@@ -29,7 +30,7 @@ import hashlib
 import logging
 import random
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
@@ -157,6 +158,16 @@ class Deployment:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class Canary:
+    """A rollout's split of one route: users for whom ``picks(user)`` is true (a sticky ``percent``
+    of them, :func:`sovereign.flags.bucketing.within`) get ``candidate`` first; the others never do."""
+
+    candidate: str
+    percent: float
+    picks: Callable[[str | None], bool]
+
+
 def sticky_fraction(key: str) -> float:
     """A stable number in [0, 1) for ``key`` (BLAKE2b, 64 bits): the same user always lands the same."""
     return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") / 2**64
@@ -192,6 +203,7 @@ class Router:
         self.policy = policy or RoutingPolicy()
         self._rng = rng or random.Random()
         self._started = False
+        self.canary: Canary | None = None
 
     @property
     def capabilities(self) -> Capabilities:
@@ -217,7 +229,14 @@ class Router:
 
     def order(self, user: str | None) -> list[Deployment]:
         """Deployments to try, first pick (weighted, sticky per ``user``) first, then the rest in order."""
+        canary = self.canary
         weighted = [d for d in self.deployments if d.weight > 0]
+        if canary is not None:
+            candidate = next((d for d in self.deployments if d.name == canary.candidate), None)
+            if candidate is not None and canary.picks(user):
+                return [candidate, *(d for d in self.deployments if d is not candidate)]
+            weighted = [d for d in weighted if d is not candidate] or [
+                d for d in self.deployments if d is not candidate]
         if len(weighted) <= 1:
             first = weighted[0] if weighted else self.deployments[0]
         else:
@@ -285,6 +304,7 @@ class Router:
                 metrics.ENGINE_FALLBACKS.labels(model=self.name, from_engine=previous, to_engine=dep.name).inc()
             # From allow() until _open returns, every exit resolves a claimed half-open trial: engine
             # errors are charged to the breaker (by _fit or _open), anything else releases it.
+            called = time.perf_counter()
             try:
                 fit = await self._fit(dep, request)
                 first, chunks, retries = await self._open(dep, fit.request, deadline)
@@ -298,12 +318,14 @@ class Router:
                 raise
             except EngineError as exc:  # the breaker was charged where it was raised
                 metrics.ENGINE_ERRORS.labels(engine=dep.name, kind=type(exc).__name__).inc()
+                metrics.DEPLOYMENT_REQUESTS.labels(model=self.name, deployment=dep.name, outcome="error").inc()
                 errors.append((dep.name, exc))
                 previous = dep.name
                 continue
             except BaseException:  # cancelled (client gone), or a bug: not the engine's fault
                 dep.breaker.release()
                 raise
+            metrics.DEPLOYMENT_TTFT.labels(model=self.name, deployment=dep.name).observe(time.perf_counter() - called)
             route = {
                 "deployment": dep.name,
                 "retries": retries,
@@ -318,6 +340,7 @@ class Router:
             except EngineError as exc:
                 dep.breaker.record_failure()
                 metrics.ENGINE_ERRORS.labels(engine=dep.name, kind=type(exc).__name__).inc()
+                metrics.DEPLOYMENT_REQUESTS.labels(model=self.name, deployment=dep.name, outcome="error").inc()
                 raise StreamInterruptedError(
                     f"Deployment {dep.name} of {self.name} failed after the answer started: {exc.message}",
                     dep.name,
@@ -327,6 +350,9 @@ class Router:
             if not chunk.usage.prompt_tokens:
                 chunk.usage.prompt_tokens = fit.prompt_tokens
             chunk.metadata = {**(chunk.metadata or {}), "route": route}
+            metrics.DEPLOYMENT_REQUESTS.labels(model=self.name, deployment=dep.name, outcome="ok").inc()
+            metrics.DEPLOYMENT_DURATION.labels(model=self.name, deployment=dep.name).observe(
+                time.perf_counter() - called)
             yield chunk
             return
         raise self._exhausted(errors)

@@ -82,6 +82,7 @@ async def plan_request(
     cache_field: str | None,
     cache_control: str | None,
     metadata: dict[str, str] | None,
+    semantic: bool = True,
 ) -> CachePlan:
     """Decide and look up for ``request`` served by ``backend``. Never raises for cache reasons
     (a storage failure is a miss; a scope that cannot be known is a bypass).
@@ -92,6 +93,7 @@ async def plan_request(
         chat: chat completion (True) or text completion.
         cache_field / cache_control: the request's ``cache`` field and ``Cache-Control`` header.
         metadata: the request's ``metadata`` (a pipeline may read its collection from it).
+        semantic: also serve near-duplicate (semantic) hits; False = exact hits only.
     """
     if cache is None:
         return CachePlan()
@@ -115,5 +117,5 @@ async def plan_request(
     write = mode != "no-store"
     if mode == "no-cache":
         return CachePlan(cache, key, status="miss", write=write)
-    found = await cache.lookup(key)
+    found = await cache.lookup(key, semantic=semantic)
     return CachePlan(cache, key, status=found.status, write=write, lookup=found)

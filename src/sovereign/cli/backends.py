@@ -17,38 +17,11 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sovereign.cli.common import ConfigOption, settings_from
-from sovereign.config import Settings, resolve_secret
-from sovereign.errors import EngineUnavailableError, NotFoundError, SovereignError
+from sovereign.cli.common import ConfigOption, KeyOption, UrlOption, admin_call, admin_client, settings_from
+from sovereign.config import Settings
+from sovereign.errors import EngineUnavailableError, NotFoundError
 
 backends_app = typer.Typer(help="Inspect and switch inference engines.", no_args_is_help=True)
-UrlOption = Annotated[str | None, typer.Option("--url", help="Gateway URL (default http://HOST:PORT).")]
-KeyOption = Annotated[str | None, typer.Option("--admin-key", help="Admin API key (default: server.admin_keys_env).")]
-
-
-def _client(settings: Settings, url: str | None, key: str | None) -> httpx.Client:
-    key = key or (resolve_secret(settings.server.admin_keys_env) or "").split(",")[0].strip() or None
-    headers = {"Authorization": f"Bearer {key}"} if key else {}
-    base = url or f"http://{settings.server.host}:{settings.server.port}"
-    return httpx.Client(base_url=base, headers=headers, timeout=30)
-
-
-def _call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> dict[str, Any]:
-    """One admin call; gateway errors become SovereignErrors (the CLI prints them, exit 1)."""
-    try:
-        response = client.request(method, path, **kwargs)
-    except httpx.HTTPError as exc:
-        raise EngineUnavailableError(
-            f"No gateway answers at {client.base_url} ({type(exc).__name__}); start `sovereign serve` or pass --url."
-        ) from exc
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code == 404:
-        raise NotFoundError(body.get("error", {}).get("message", f"{path} not found"))
-    if response.status_code >= 400:
-        raise SovereignError(body.get("error", {}).get("message", f"HTTP {response.status_code}"))
-    return body
-
-
 async def _probe_locally(settings: Settings, name: str | None) -> dict[str, Any]:
     from sovereign.backends.registry import ModelRegistry
     from sovereign.backends.routing_table import build_deployments, validate_backends
@@ -94,10 +67,10 @@ def _show(status: dict[str, Any]) -> None:
 def list_backends(config: ConfigOption = None, url: UrlOption = None, admin_key: KeyOption = None) -> None:
     """Show every deployment's health, latency and breaker state, and the default route."""
     settings = settings_from(config)
-    with _client(settings, url, admin_key) as client:
+    with admin_client(settings, url, admin_key) as client:
         try:
-            status = _call(client, "POST", "/admin/backends/ping", json={})
-            status = {**_call(client, "GET", "/admin/backends"), **status}
+            status = admin_call(client, "POST", "/admin/backends/ping", json={})
+            status = {**admin_call(client, "GET", "/admin/backends"), **status}
         except EngineUnavailableError:
             status = asyncio.run(_probe_locally(settings, None))
     _show(status)
@@ -112,9 +85,9 @@ def ping(
 ) -> None:
     """Probe deployments now and show health and latency."""
     settings = settings_from(config)
-    with _client(settings, url, admin_key) as client:
+    with admin_client(settings, url, admin_key) as client:
         try:
-            status = _call(client, "POST", "/admin/backends/ping", json={"name": name})
+            status = admin_call(client, "POST", "/admin/backends/ping", json={"name": name})
         except EngineUnavailableError:
             status = asyncio.run(_probe_locally(settings, name))
     _show(status)
@@ -131,8 +104,8 @@ def use(
 ) -> None:
     """Switch the running gateway's default route to NAME (no restart; next request uses it)."""
     settings = settings_from(config)
-    with _client(settings, url, admin_key) as client:
-        result = _call(client, "PUT", "/admin/backends/default", json={"route": name})
+    with admin_client(settings, url, admin_key) as client:
+        result = admin_call(client, "PUT", "/admin/backends/default", json={"route": name})
     Console().print(f"default route: {result['previous']} -> [bold]{result['default_route']}[/]")
 
 

@@ -7,6 +7,8 @@ its room::
     2. parse     OpenAI wire -> GenerationRequest        server.schemas (route body)
     3. route     public model -> backend, and what it    backends.registry (routers, pipelines, aliases),
                  must support                            backends.base.required_features
+    3b. flags    ai_inference, vector_search, cache      server.flag_gates (sovereign.flags)
+                 gates; rolled-out flags' variants
     4. lookup    response cache: hit, miss or bypass     cache.request_plan.plan_request
     5. generate  backend stream (router -> deployment;   backends / rag / agents; a forced tool call
                  a pipeline model calls its own model)   is schema-constrained (backends.tool_choice)
@@ -25,17 +27,19 @@ from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import replace
+from typing import Any
 
 from fastapi import Request
 from fastapi.responses import StreamingResponse
 
-from sovereign.backends.base import collect, required_features
+from sovereign.backends.base import ChatBackend, collect, required_features
 from sovereign.backends.tool_choice import as_tool_call, constrained, forced_tools
 from sovereign.cache.request_plan import CachePlan, plan_request
 from sovereign.errors import SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.token_clock import TokenClock
 from sovereign.server.fan_out import fan_out
+from sovereign.server.flag_gates import Gates, gates_for
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.state import get_state
 from sovereign.server.streaming import CompletionShape, ResponseShape, sse_response
@@ -68,6 +72,23 @@ async def generate(
     if missing:
         raise UnsupportedParameterError(f"Model {domain.model} does not support {', '.join(missing)}.",
                                         param=missing[0])
+    gates = gates_for(request, backend, user=domain.user, tenant=tenant)  # 3b. flags
+    try:
+        response = await _generate(request, domain, engine_request, backend, shape, gates, tenant=tenant,
+                                   stream=stream, cache_field=cache_field, metadata=metadata, n=n, forced=forced)
+    except SovereignError:
+        gates.record("error")
+        raise
+    gates.record("ok")
+    return response
+
+
+async def _generate(
+    request: Request, domain: GenerationRequest, engine_request: GenerationRequest, backend: ChatBackend,
+    shape: ResponseShape, gates: Gates, *, tenant: str, stream: bool, cache_field: str | None,
+    metadata: dict[str, str] | None, n: int, forced: list[dict[str, Any]] | None,
+) -> OrjsonResponse | StreamingResponse:
+    """Stages 4-8 (module docstring) once the route and the flags have been decided."""
     if n > 1:
         if not isinstance(shape, CompletionShape):
             raise UnsupportedParameterError("n > 1 is for chat and text completions.", param="n")
@@ -79,8 +100,9 @@ async def generate(
 
         return await fan_out(open_stream, engine_request, shape, n, stream=stream, finish=fan_clock.finish)
     plan = await plan_request(  # 4. lookup
-        state.cache, domain, backend, tenant=tenant, chat=domain.is_chat, cache_field=cache_field,
-        cache_control=request.headers.get("cache-control"), metadata=metadata,
+        get_state(request).cache if gates.cache else None, domain, backend, tenant=tenant, chat=domain.is_chat,
+        cache_field=cache_field, cache_control=request.headers.get("cache-control"), metadata=metadata,
+        semantic=gates.semantic,
     )
     if plan.hit:
         return replay(plan, shape, stream=stream)

@@ -8,6 +8,7 @@ run at shutdown (in reverse order)::
     cache          response cache, invalidated by rag  needs: rag (on_change), embedding model
     pipelines      sovereign-rag, sovereign-agent, ... needs: rag, the registry's chat model
     routing        deployments, routes, default route  needs: every chat model registered
+    flags          flags, rollout splits, controller   needs: routing (the routers it splits)
 
 The engines themselves start after the last stage, in the background (``/readyz`` says when).
 A room that is off (``cache.enabled = false``) or whose extra is missing leaves its
@@ -107,6 +108,32 @@ async def start_routing(state: AppState) -> Close | None:
     return control.close
 
 
+async def start_flags(state: AppState) -> Close | None:
+    from sovereign.config import resolve_secret
+    from sovereign.flags.service import FlagService
+    from sovereign.flags.store import open_control_store
+
+    settings = state.settings
+    dsn = resolve_secret(settings.flags.store_dsn_env) if settings.flags.store_dsn_env else None
+    store = await open_control_store(settings.data_dir / "control.sqlite3", dsn)
+    routers = state.routing.routers if state.routing is not None else {}
+    try:
+        service = FlagService(settings, store, routers)
+        engines = [*state.registry.chat_backends.values(), *(r for router in routers.values() for r in
+                                                             (d.backend for d in router.deployments))]
+        await service.start(engines)
+    except BaseException:
+        await store.close()
+        raise
+    state.flags = service
+
+    async def close() -> None:
+        state.flags = None
+        await service.close()
+
+    return close
+
+
 @dataclass(frozen=True, slots=True)
 class Stage:
     """One start-up step: ``start(state)`` fills its room's field and returns its close (or None)."""
@@ -121,6 +148,7 @@ STAGES: tuple[Stage, ...] = (
     Stage("cache", start_cache),
     Stage("pipelines", start_pipelines),
     Stage("routing", start_routing),
+    Stage("flags", start_flags),
 )
 
 

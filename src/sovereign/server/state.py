@@ -26,6 +26,7 @@ log = logging.getLogger("sovereign.server")
 if TYPE_CHECKING:
     from sovereign.backends.routing_table import RouteControl
     from sovereign.cache.service import ResponseCache
+    from sovereign.flags.service import FlagService
     from sovereign.rag.service import RagService
     from sovereign.server.routes.responses import ResponseStore
 
@@ -52,6 +53,7 @@ class AppState:
     admin_keys: tuple[str, ...] = ()
     off: dict[str, str] = field(default_factory=dict)
     responses: ResponseStore | None = None  # /v1/responses history for previous_response_id (first use)
+    flags: FlagService | None = None  # feature flags and rollouts (the last start-up stage)
 
     @classmethod
     def build(cls, settings: Settings, registry: ModelRegistry) -> AppState:
@@ -68,6 +70,12 @@ class AppState:
             why = self.off.get("rag", "")
             raise EngineUnavailableError(f"Document memory is not available on this server. {why}".strip())
         return self.rag
+
+    def require_flags(self) -> FlagService:
+        """The flag service, or ConfigError before it started."""
+        if self.flags is None:
+            raise ConfigError("Feature flags are not running yet; retry once the gateway has started.")
+        return self.flags
 
     def require_routing(self) -> RouteControl:
         """The routing table, or ConfigError when it was not started."""

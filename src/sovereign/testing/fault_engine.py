@@ -5,8 +5,9 @@
 - ``POST /v1/chat/completions`` and ``/v1/completions``: streams ``REPLY`` word by word (SSE, with
   ``include_usage``-style usage) or a JSON body when ``stream`` is false, unless a fault is armed;
 - ``GET /health``, ``GET /v1/models``, ``POST /tokenize`` (vLLM shape: ``{"count"}``, 1 token per word);
-- ``POST /_fault`` ``{"mode": M, "times": N, "status": S}`` arms fault ``M`` for the next ``N``
-  generation requests (``times`` -1 = until changed): ``ok``, ``status`` (answer ``S``: 500, 429,
+- ``POST /_fault`` ``{"mode": M, "times": N, "status": S, "ratio": R}`` arms fault ``M`` for the next
+  ``N`` generation requests (``times`` -1 = until changed), or, with ``ratio`` (0..1), for that
+  share of them, evenly spread (0.2: every 5th): ``ok``, ``status`` (answer ``S``: 500, 429,
   503...), ``hang`` (never answer), ``hang_after_headers`` (200 + headers, then silence),
   ``drop`` (two chunks, then the connection is cut), ``slow`` (``delay_s`` between chunks);
 - ``GET /_stats`` -> ``{"requests": n, "by_mode": {...}, "last_body": {...}}``; ``POST /_reset``.
@@ -31,11 +32,15 @@ class FaultEngine:
 
     def __init__(self) -> None:
         self.mode, self.times, self.status, self.delay_s = "ok", 0, 500, 0.05
+        self.ratio: float | None = None
         self.requests = 0
         self.by_mode: dict[str, int] = {}
         self.last_body: dict[str, Any] = {}
 
     def _take_mode(self) -> str:
+        if self.ratio is not None:  # request n faults when floor(n * ratio) steps up
+            n = self.requests
+            return self.mode if int(n * self.ratio) != int((n - 1) * self.ratio) else "ok"
         if self.times == 0:
             return "ok"
         if self.times > 0:
@@ -65,6 +70,7 @@ class FaultEngine:
             self.times = int(payload.get("times", -1))
             self.status = int(payload.get("status", 500))
             self.delay_s = float(payload.get("delay_s", 0.05))
+            self.ratio = float(payload["ratio"]) if payload.get("ratio") is not None else None
             await _json(send, 200, {"armed": self.mode, "times": self.times})
         elif path == "/_reset":
             self.__init__()  # type: ignore[misc]

@@ -7,6 +7,7 @@ from sovereign.server.routes import (
     conversations,
     documents,
     embeddings,
+    flags,
     generation,
     health,
     messages,
@@ -18,7 +19,7 @@ from sovereign.server.routes import (
 )
 
 ROUTERS = (
-    admin.router, conversations.router, documents.router, embeddings.router, generation.router, health.router,
-    messages.router, models.router, rerank.router, responses.router, system.router,
+    admin.router, conversations.router, documents.router, embeddings.router, flags.router, generation.router,
+    health.router, messages.router, models.router, rerank.router, responses.router, system.router,
     tokenizer.router,
 )
