@@ -24,7 +24,8 @@ NameArgument = Annotated[str, typer.Argument(help="Flag name.")]
 
 def _table(flags: list[dict[str, Any]]) -> Table:
     table = Table(title="Feature flags")
-    for column in ("flag", "kind", "enabled", "percentage", "variants", "depends on", "rules", "description"):
+    table.add_column("flag", no_wrap=True)
+    for column in ("kind", "enabled", "percentage", "variants", "depends on", "rules", "description"):
         table.add_column(column)
     for f in flags:
         table.add_row(f["name"], f["kind"], "on" if f["enabled"] else "[red]off[/]", f"{f['percentage']:g}",
