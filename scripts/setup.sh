@@ -55,7 +55,7 @@ fi
 if [[ $DEV == 1 ]]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
-  command -v promtool >/dev/null || missing+=(prometheus)
+  { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
   if (( ${#missing[@]} )); then
     echo "setup: installing Debian packages: ${missing[*]}"
     SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"

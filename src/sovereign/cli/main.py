@@ -38,7 +38,7 @@ _register_commands()
 def main() -> None:
     """Console-script entry point: run the app, turning Sovereign errors into clean exits."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns a typer.Exit's code instead of raising it
     except SovereignError as exc:
         err_console.print(f"[bold red]error:[/] {escape(exc.message)}", soft_wrap=True)
         sys.exit(1)
@@ -54,3 +54,5 @@ def main() -> None:
             exc.show()
             sys.exit(exc.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
