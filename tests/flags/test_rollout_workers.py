@@ -1,0 +1,76 @@
+"""Several gateway processes agree on a rollout's split, and a restarted gateway resumes it.
+
+``sovereign serve --workers 2`` over one ``data_dir/control.sqlite3``: every worker re-reads the
+rollout within ``flags.sync_s`` and buckets users with the same MurmurHash3, so whichever worker
+takes a connection, a user lands on the same deployment. Then the whole gateway is stopped and
+started again on the same data directory: the rollout is still at its step and percent and the
+same users land on the same side.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.conftest import LiveServer, start_server
+from tests.flags.test_rollout_live import ROUTE, TOML
+from tests.integration.test_remote_engines import Proc
+from tests.integration.test_remote_engines import fault as fault  # noqa: F401 (the fixture)
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+USERS = [f"person-{i}" for i in range(30)]
+
+
+def serve(data: Path, config: Path) -> LiveServer:
+    server = start_server(data, {"SOVEREIGN_CONFIG": str(config)}, ["--workers", "2"])
+    deadline = time.monotonic() + 120  # /readyz answered by one worker: wait until fresh connections all are
+    while not all(httpx.get(server.url + "/readyz").status_code == 200 for _ in range(8)):
+        assert time.monotonic() < deadline, "not every worker became ready"
+        time.sleep(0.5)
+    return server
+
+
+def sides(url: str) -> dict[str, set[str]]:
+    """The deployment each user was served by, over 3 requests each on fresh connections."""
+    seen: dict[str, set[str]] = {u: set() for u in USERS}
+    for _ in range(3):
+        for user in USERS:
+            body = {"model": ROUTE, "user": user, "max_tokens": 1, "messages": [{"role": "user", "content": "Hi"}]}
+            response = httpx.post(url + "/v1/chat/completions", json=body, timeout=60)  # a new connection each time
+            assert response.status_code == 200, response.text
+            seen[user].add(response.json()["sovereign"]["route"]["deployment"])
+    return seen
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[tuple[Path, Path]]:  # noqa: F811
+    tmp = tmp_path_factory.mktemp("workers-rollout")
+    (tmp / "sovereign.toml").write_text(TOML.format(fault=fault.url))
+    yield tmp / "data", tmp / "sovereign.toml"
+
+
+def test_workers_agree_on_the_split_and_a_restart_resumes(paths: tuple[Path, Path]) -> None:
+    data, config = paths
+    server = serve(data, config)
+    try:
+        spec = {"route": ROUTE, "candidate": "cand", "steps": [50, 100], "interval_s": 600, "min_requests": 1000}
+        assert httpx.post(server.url + "/admin/rollouts", json=spec).status_code == 200
+        time.sleep(1.0)  # flags.sync_s = 0.2 in every worker
+        before = sides(server.url)
+    finally:
+        server.stop()
+    assert all(len(s) == 1 for s in before.values()), before  # sticky across both workers
+    on_candidate = sum(s == {"cand"} for s in before.values())
+    assert 0 < on_candidate < len(USERS)
+
+    server = serve(data, config)  # the same data directory: a restarted gateway
+    try:
+        state = httpx.get(f"{server.url}/admin/rollouts/route:{ROUTE}").json()["state"]
+        assert (state["status"], state["step"], state["percent"]) == ("progressing", 0, 50)
+        assert sides(server.url) == before
+    finally:
+        server.stop()
