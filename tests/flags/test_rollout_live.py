@@ -215,3 +215,22 @@ def test_prometheus_analysis_rolls_back_a_failing_candidate(gateway: LiveServer,
     query = 'sum(sovereign_deployment_requests_total{model="canary",deployment="cand",outcome="error"})'
     result = httpx.get(prometheus + "/api/v1/query", params={"query": query}).json()["data"]["result"]
     assert float(result[0]["value"][1]) > 0  # the figures came through Prometheus's scrape of the gateway
+
+
+def test_a_flag_rollout_judges_requests_by_variant_and_stores_the_final_percent(gateway: LiveServer) -> None:
+    with Load(gateway.url):
+        done = rollout(gateway, "start", "--flag", "cost_optimization", "--steps", "50,100", "--interval", "3s",
+                       "--min-requests", "5", "--force", "--wait", "--poll", "0.3s")
+    try:
+        assert done.returncode == 0, done.stdout + done.stderr
+        state = httpx.get(gateway.url + "/admin/rollouts/flag:cost_optimization").json()
+        promoted = [e for e in state["events"] if e["kind"] == "promote"]
+        assert promoted and promoted[0]["detail"]["candidate"]["requests"] >= 5  # requests served "on"
+        assert promoted[0]["detail"]["stable"]["requests"] > 0  # and "off", in the 50 % stage
+        flag = httpx.get(gateway.url + "/admin/flags/cost_optimization").json()
+        assert (flag["kind"], flag["percentage"]) == ("percentage", 100)
+        assert sample(gateway, "sovereign_flag_requests_total", flag="cost_optimization", variant="on",
+                      outcome="ok") > 0
+    finally:
+        httpx.post(gateway.url + "/admin/rollouts/abort", json={"target": "flag:cost_optimization"})
+        httpx.put(gateway.url + "/admin/flags/cost_optimization", json={"kind": "boolean", "percentage": 100})

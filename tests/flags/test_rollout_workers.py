@@ -74,3 +74,29 @@ def test_workers_agree_on_the_split_and_a_restart_resumes(paths: tuple[Path, Pat
         assert sides(server.url) == before
     finally:
         server.stop()
+
+
+def test_two_gateways_on_one_postgresql_agree(tmp_path: Path, pg_uri: str, fault: Proc) -> None:  # noqa: F811
+    """Two "hosts" (separate data directories, one process each) share flags and rollouts through
+    PostgreSQL (``flags.store_dsn_env``): a rollout started on one splits users alike on both."""
+    config = tmp_path / "sovereign.toml"
+    config.write_text(TOML.format(fault=fault.url))
+    env = {"SOVEREIGN_CONFIG": str(config), "SOVEREIGN_FLAGS__STORE_DSN_ENV": "CONTROL_DSN", "CONTROL_DSN": pg_uri}
+    one = start_server(tmp_path / "one", env)
+    two = start_server(tmp_path / "two", env)
+    try:
+        target = f"route:{ROUTE}"
+        httpx.post(one.url + "/admin/rollouts/abort", json={"target": target})  # a rollout left by another test
+        spec = {"route": ROUTE, "candidate": "cand", "steps": [50, 100], "interval_s": 600, "min_requests": 1000}
+        assert httpx.post(one.url + "/admin/rollouts", json=spec).status_code == 200
+        time.sleep(1.0)
+        assert httpx.get(f"{two.url}/admin/rollouts/{target}").json()["state"]["percent"] == 50
+        assert sides(one.url) == sides(two.url)
+        assert httpx.post(two.url + "/admin/flags/semantic_cache", json={}).status_code in (404, 405)
+        assert httpx.put(two.url + "/admin/flags/semantic_cache", json={"enabled": False}).status_code == 200
+        time.sleep(1.0)
+        assert httpx.get(one.url + "/admin/flags/semantic_cache").json()["enabled"] is False
+    finally:
+        httpx.post(one.url + "/admin/rollouts/abort", json={"target": f"route:{ROUTE}"})
+        one.stop()
+        two.stop()
