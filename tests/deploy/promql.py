@@ -17,7 +17,7 @@ DASHBOARDS = sorted((DEPLOY / "grafana" / "dashboards").glob("*.json"))
 _FUNCTIONS_AND_KEYWORDS = {
     "sum", "by", "without", "rate", "irate", "increase", "histogram_quantile", "max", "min", "avg", "count",
     "and", "or", "unless", "on", "ignoring", "group_left", "group_right", "offset", "absent", "predict_linear",
-    "label_values", "bool", "topk", "bottomk", "clamp_min", "clamp_max", "le", "time", "vector", "abs",
+    "label_values", "label_replace", "bool", "topk", "bottomk", "clamp_min", "clamp_max", "le", "time", "vector", "abs",
 }
 
 

@@ -42,11 +42,14 @@ VALID = {
     "/v1/rerank": {"query": "hi", "documents": ["a", "b"]},
     "/tokenize": {"content": "hi"},
     "/detokenize": {"tokens": [1, 2]},
+    "/v1/flags/semantic_cache/evaluate": {"user": "u", "attributes": {"header:x-team": "ml"}},
+    "/admin/rollouts": {"route": MODEL, "candidate": "c", "steps": [50, 100], "interval_s": 60, "dry_run": True},
+    "/admin/rollouts/pause": {"target": f"route:{MODEL}"},
 }
 FIELDS = sorted({k for body in VALID.values() for k in body} | {
     "tools", "tool_choice", "response_format", "stream", "stop", "logprobs", "top_logprobs", "temperature",
     "stream_options", "system", "instructions", "text", "n", "seed", "top_k", "cache", "path", "collection",
-    "logit_bias", "documents", "top_n", "tokens", "content", "input"})
+    "logit_bias", "documents", "top_n", "tokens", "content", "input", "min_requests", "max_p95_s", "kind"})
 
 
 @pytest.fixture(scope="module")

@@ -44,6 +44,7 @@ from sovereign.observability import metrics
 log = logging.getLogger("sovereign.rollout")
 LEASE = "rollout-controller"
 ACTIONS = ("pause", "resume", "promote", "abort")
+ROLLBACK_REASONS = ("error_ratio", "p95", "p99", "ttft_p95", "manual")
 
 
 class FlagService:
@@ -125,6 +126,8 @@ class FlagService:
                 router.canary = Canary(spec.candidate, state.percent,
                                        functools.partial(within, spec.target, percent=state.percent))
         for spec, state in rollouts.values():
+            for reason in ROLLBACK_REASONS:  # a counter series born at 1 shows no increase(): start it at 0
+                metrics.ROLLOUT_ROLLBACKS.labels(model=spec.metric_model, candidate=spec.candidate, reason=reason)
             metrics.ROLLOUT_CANDIDATE_PERCENT.labels(model=spec.metric_model, candidate=spec.candidate).set(
                 state.percent if state.active or state.status == "promoted" else 0.0)
 

@@ -178,7 +178,7 @@ ROLLOUT_PROMOTIONS = Counter(
 )
 ROLLOUT_ROLLBACKS = Counter(
     "sovereign_rollout_rollbacks_total",
-    "Rollouts sent back to stable, by reason (error_ratio, p95, p99, ttft_p95, inconclusive, manual).",
+    "Rollouts sent back to stable, by reason (error_ratio, p95, p99, ttft_p95, manual).",
     ["model", "candidate", "reason"],
 )
 FLAG_EVALUATIONS = Counter(
