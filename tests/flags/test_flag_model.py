@@ -68,7 +68,7 @@ def test_builtin_flags_are_all_on_without_a_file() -> None:
     ('{"flags_typo": {}}', "expected a [flags.NAME] table"),
 ])
 def test_bad_json_files_are_clear_load_errors(tmp_path: Path, text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="flags.json") as err:
+    with pytest.raises(ConfigError, match=r"flags\.json") as err:
         load_flags_file(write(tmp_path, "flags.json", text))
     assert message in err.value.message
 

@@ -27,7 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sovereign.testing.prometheus import prometheus_server
 from tests.conftest import LiveServer, start_server
 from tests.integration.test_remote_engines import Proc, arm
-from tests.integration.test_remote_engines import fault as fault  # noqa: F401 (the fixture)
+from tests.integration.test_remote_engines import fault as fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROUTE = "canary"
@@ -59,7 +59,7 @@ check_s = 0.5
 
 
 @pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[LiveServer]:  # noqa: F811
+def gateway(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("rollout")
     (tmp / "sovereign.toml").write_text(TOML.format(fault=fault.url))
     server = start_server(tmp / "data", {"SOVEREIGN_CONFIG": str(tmp / "sovereign.toml")})
@@ -74,7 +74,7 @@ def prometheus(gateway: LiveServer, tmp_path_factory: pytest.TempPathFactory) ->
 
 
 @pytest.fixture(autouse=True)
-def fresh(gateway: LiveServer, fault: Proc) -> Iterator[None]:  # noqa: F811
+def fresh(gateway: LiveServer, fault: Proc) -> Iterator[None]:
     """Every test starts from a healthy candidate and no active rollout of the route."""
     httpx.post(fault.url + "/_reset").raise_for_status()
     yield
@@ -97,7 +97,8 @@ class Load:
                 body = {"model": ROUTE, "user": f"user-{k}-{i}", "max_tokens": 2,
                         "messages": [{"role": "user", "content": "Hi"}]}
                 r = client.post(self.url + "/v1/chat/completions", json=body)
-                self.seen[r.json()["sovereign"]["route"]["deployment"] if r.status_code == 200 else str(r.status_code)] += 1
+                ok = r.status_code == 200
+                self.seen[r.json()["sovereign"]["route"]["deployment"] if ok else str(r.status_code)] += 1
 
     def __enter__(self) -> Load:
         for t in self.threads:
@@ -146,7 +147,7 @@ def test_healthy_candidate_promotes_through_every_stage(gateway: LiveServer) -> 
     assert sample(gateway, "sovereign_rollout_candidate_percent", model=ROUTE, candidate="cand") == 100
 
 
-def test_failing_candidate_rolls_back_within_one_interval(gateway: LiveServer, fault: Proc) -> None:  # noqa: F811
+def test_failing_candidate_rolls_back_within_one_interval(gateway: LiveServer, fault: Proc) -> None:
     arm(fault, "status", status=500, ratio=0.2)
     before = sample(gateway, "sovereign_rollout_rollbacks_total", model=ROUTE, reason="error_ratio")
     with Load(gateway.url):
@@ -167,7 +168,7 @@ def test_failing_candidate_rolls_back_within_one_interval(gateway: LiveServer, f
     print(f"breach to rollback: rollout started {took:.2f}s before its rollback")
 
 
-def test_slow_candidate_rolls_back_on_p95(gateway: LiveServer, fault: Proc) -> None:  # noqa: F811
+def test_slow_candidate_rolls_back_on_p95(gateway: LiveServer, fault: Proc) -> None:
     arm(fault, "slow", delay_s=1.0)
     with Load(gateway.url, threads=4):
         done = start(gateway, "--steps", "50,100", "--interval", "30s", "--min-requests", "5",
@@ -203,7 +204,7 @@ def test_dry_run_and_operator_errors(gateway: LiveServer) -> None:
     assert status(gateway)["state"]["status"] == "aborted"
 
 
-def test_prometheus_analysis_rolls_back_a_failing_candidate(gateway: LiveServer, fault: Proc,  # noqa: F811
+def test_prometheus_analysis_rolls_back_a_failing_candidate(gateway: LiveServer, fault: Proc,
                                                             prometheus: str) -> None:
     arm(fault, "status", status=500, ratio=0.25)
     with Load(gateway.url):

@@ -159,6 +159,16 @@ async def test_breach_rolls_back_at_once_and_no_traffic_pauses(tmp_path: Path) -
     await svc.close()
 
 
+async def test_an_unreadable_stored_rollout_is_skipped_not_fatal(tmp_path: Path) -> None:
+    """Bad input: a rollout row whose spec this version cannot read (a newer writer, a hand edit)."""
+    store = await SqliteControlStore.open(tmp_path / "c.sqlite3")
+    await store.save_rollout("route:weird", {"a": 2}, {"status": "paused"})
+    await store.close()
+    svc = await service(tmp_path / "c.sqlite3", {}, Clock())
+    assert "route:weird" not in svc.rollouts
+    await svc.close()
+
+
 async def test_restart_resumes_where_it_was(tmp_path: Path) -> None:
     clock = Clock()
     svc = await service(tmp_path / "c.sqlite3", {"m-restart": router("m-restart")}, clock)
@@ -169,7 +179,7 @@ async def test_restart_resumes_where_it_was(tmp_path: Path) -> None:
     await svc.close()
     again = {"m-restart": router("m-restart")}
     svc = await service(tmp_path / "c.sqlite3", again, clock)  # a new process on the same file
-    spec_, state = svc.rollouts["route:m-restart"]
+    _, state = svc.rollouts["route:m-restart"]
     assert (state.status, state.step, state.percent) == ("progressing", 1, 50)
     assert again["m-restart"].canary is not None and again["m-restart"].canary.percent == 50
     await svc.close()
@@ -241,9 +251,11 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 async def test_store_contract(store: ControlStore) -> None:
     assert store.schema_version == 1  # type: ignore[attr-defined]
     target = f"route:contract-{random.randrange(10**9)}"
-    await store.save_rollout(target, {"a": 1}, {"status": "progressing"})
-    await store.save_rollout(target, {"a": 2}, {"status": "paused"})
-    assert (await store.rollouts())[target] == ({"a": 2}, {"status": "paused"})
+    spec = RolloutSpec(route=target.removeprefix("route:"), candidate="c").model_dump()
+    await store.save_rollout(target, spec, RolloutState().to_json())
+    paused = RolloutState(status="paused").to_json()
+    await store.save_rollout(target, {**spec, "min_requests": 7}, paused)
+    assert (await store.rollouts())[target] == ({**spec, "min_requests": 7}, paused)
     await store.audit(target, "started", {"x": 1}, "me")
     await store.audit(target, "promote", {"x": 2}, "me")
     assert [e["kind"] for e in await store.events(target)] == ["started", "promote"]

@@ -19,7 +19,7 @@ import pytest
 from tests.conftest import LiveServer, start_server
 from tests.flags.test_rollout_live import ROUTE, TOML
 from tests.integration.test_remote_engines import Proc
-from tests.integration.test_remote_engines import fault as fault  # noqa: F401 (the fixture)
+from tests.integration.test_remote_engines import fault as fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 USERS = [f"person-{i}" for i in range(30)]
@@ -47,7 +47,7 @@ def sides(url: str) -> dict[str, set[str]]:
 
 
 @pytest.fixture(scope="module")
-def paths(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[tuple[Path, Path]]:  # noqa: F811
+def paths(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[tuple[Path, Path]]:
     tmp = tmp_path_factory.mktemp("workers-rollout")
     (tmp / "sovereign.toml").write_text(TOML.format(fault=fault.url))
     yield tmp / "data", tmp / "sovereign.toml"
@@ -76,7 +76,7 @@ def test_workers_agree_on_the_split_and_a_restart_resumes(paths: tuple[Path, Pat
         server.stop()
 
 
-def test_two_gateways_on_one_postgresql_agree(tmp_path: Path, pg_uri: str, fault: Proc) -> None:  # noqa: F811
+def test_two_gateways_on_one_postgresql_agree(tmp_path: Path, pg_uri: str, fault: Proc) -> None:
     """Two "hosts" (separate data directories, one process each) share flags and rollouts through
     PostgreSQL (``flags.store_dsn_env``): a rollout started on one splits users alike on both."""
     config = tmp_path / "sovereign.toml"

@@ -109,8 +109,12 @@ class FlagService:
     async def sync(self) -> None:
         """Re-read values and rollouts; recompute effective flags; apply splits to the routers."""
         values = await self.store.flag_values()
-        raw = await self.store.rollouts()
-        rollouts = {t: (RolloutSpec.model_validate(s), RolloutState.from_json(st)) for t, (s, st) in raw.items()}
+        rollouts: dict[str, tuple[RolloutSpec, RolloutState]] = {}
+        for target, (spec, state) in (await self.store.rollouts()).items():
+            try:
+                rollouts[target] = RolloutSpec.model_validate(spec), RolloutState.from_json(state)
+            except (ValidationError, TypeError) as exc:  # a row this version cannot read: skip, never crash
+                log.warning("rollout %s ignored: unreadable stored state (%s)", target, exc)
         try:
             self.flags = self._effective(values, rollouts)
         except ConfigError as exc:  # a stored value no longer fits the file: keep serving the last good set
