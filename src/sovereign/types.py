@@ -86,7 +86,8 @@ class GenerationRequest:
     engine failure mid-generation is then still invisible, so a router may restart elsewhere.
     ``tools`` are OpenAI function tools (``{"type": "function", "function": {name, description,
     parameters}}``); ``tool_choice`` is ``"none" | "auto" | "required" | {"type": "function",
-    "function": {"name": ...}}`` or None (the engine's default).
+    "function": {"name": ...}}`` or None (the engine's default). ``tenant`` is the caller's tenant
+    (from its API key), set by the request flow: pipeline models scope documents and threads by it.
     """
 
     model: str
@@ -96,6 +97,7 @@ class GenerationRequest:
     user: str | None = None
     conversation_id: str | None = None
     buffered: bool = False
+    tenant: str | None = None
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None

@@ -110,9 +110,9 @@ class FlagService:
         """Re-read values and rollouts; recompute effective flags; apply splits to the routers."""
         values = await self.store.flag_values()
         rollouts: dict[str, tuple[RolloutSpec, RolloutState]] = {}
-        for target, (spec, state) in (await self.store.rollouts()).items():
+        for target, (raw_spec, raw_state) in (await self.store.rollouts()).items():
             try:
-                rollouts[target] = RolloutSpec.model_validate(spec), RolloutState.from_json(state)
+                rollouts[target] = RolloutSpec.model_validate(raw_spec), RolloutState.from_json(raw_state)
             except (ValidationError, TypeError) as exc:  # a row this version cannot read: skip, never crash
                 log.warning("rollout %s ignored: unreadable stored state (%s)", target, exc)
         try:

@@ -64,6 +64,7 @@ async def generate(
         SovereignError: anything before the first token (the route returns its envelope).
     """
     state = get_state(request)
+    domain = replace(domain, tenant=tenant)
     backend = state.registry.chat(domain.model)  # 3. route
     request.scope["state"]["model"] = backend.name
     forced = forced_tools(domain)
