@@ -71,6 +71,13 @@ class ServerSettings(Section):
         description="Answer 400 to unknown request fields instead of ignoring them (reported in the "
         "X-Sovereign-Ignored-Fields header).",
     )
+    allow_public_without_keys: bool = Field(
+        False, description="Serve a non-loopback host with no API key configured (refused otherwise).",
+    )
+    max_messages: int = Field(1024, ge=1, description="Most messages (or input items) in one request; more gets 400.")
+    max_tokens_ceiling: int = Field(
+        32768, ge=1, description="Largest max_tokens a request may ask for; more gets 400.",
+    )
 
 
 CacheType = Literal["f32", "f16", "bf16", "q8_0", "q4_0", "q4_1", "iq4_nl", "q5_0", "q5_1"]
@@ -275,6 +282,22 @@ class FlagsSettings(Section):
     sync_s: float = Field(1.0, gt=0, description="Seconds between re-reads of flag values and rollout splits.")
 
 
+class SecuritySettings(Section):
+    """API keys and rate limits (sovereign.security)."""
+
+    secret_env: str | None = Field(
+        None, description="Env var holding the server secret that keys are hashed with (HMAC-SHA256); "
+        "unset = data_dir/secret.key, created 0600 on first use (back it up with the data).",
+    )
+    key_cache_s: float = Field(
+        2.0, gt=0, description="Seconds a verified key is cached; a revocation takes effect within this time.",
+    )
+    limits_redis_url_env: str | None = Field(
+        None, description="Env var holding a Redis URL (redis:// or rediss://, password included) that "
+        "shares RPM/TPM buckets across workers and hosts; unset = each process keeps its own.",
+    )
+
+
 class RolloutSettings(Section):
     """Metric-gated canary rollouts (sovereign rollout)."""
 
@@ -372,6 +395,7 @@ class Settings(BaseSettings):
     observability: ObservabilitySettings = Field(
         default_factory=ObservabilitySettings, description="Metrics, traces and logs."
     )
+    security: SecuritySettings = Field(default_factory=SecuritySettings, description="API keys and limits.")
     flags: FlagsSettings = Field(default_factory=FlagsSettings, description="Feature flags.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary rollouts.")
 

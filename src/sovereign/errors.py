@@ -54,6 +54,10 @@ class SovereignError(Exception):
         if code is not None:
             self.code = code
 
+    def headers(self) -> dict[str, str]:
+        """Extra HTTP response headers for this error (``Retry-After`` on a 429)."""
+        return {}
+
     def to_envelope(self) -> dict[str, Any]:
         """The OpenAI error envelope: ``{"error": {"message", "type", "param", "code"}}``."""
         return {
@@ -155,9 +159,14 @@ class ConflictError(SovereignError):
 
 
 class RateLimitError(SovereignError):
-    """Too many requests for the caller or the engine (HTTP 429)."""
+    """Too many requests for the caller or the engine (HTTP 429); ``retry_after_s`` (whole seconds,
+    or None) becomes the ``Retry-After`` header (RFC 9110 section 10.2.3)."""
 
     status_code = 429
+    retry_after_s: int | None = None
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)} if self.retry_after_s else {}
     error_type = "rate_limit_error"
 
 

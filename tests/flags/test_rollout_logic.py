@@ -249,7 +249,7 @@ async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator
 
 
 async def test_store_contract(store: ControlStore) -> None:
-    assert store.schema_version == 1  # type: ignore[attr-defined]
+    assert store.schema_version == 2  # type: ignore[attr-defined]  (flags, keys)
     target = f"route:contract-{random.randrange(10**9)}"
     spec = RolloutSpec(route=target.removeprefix("route:"), candidate="c").model_dump()
     await store.save_rollout(target, spec, RolloutState().to_json())

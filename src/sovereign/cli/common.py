@@ -3,6 +3,7 @@ gateway's admin API (``--url``, ``--admin-key``)."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -10,7 +11,7 @@ import httpx
 import typer
 
 from sovereign.config import Settings, load_settings, resolve_secret
-from sovereign.errors import EngineUnavailableError, NotFoundError, SovereignError
+from sovereign.errors import EngineUnavailableError, InvalidRequestError, NotFoundError, SovereignError
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="TOML settings file (default: $SOVEREIGN_CONFIG).")
@@ -55,3 +56,18 @@ def admin_call(client: httpx.Client, method: str, path: str, **kwargs: Any) -> d
     if response.status_code >= 400:
         raise SovereignError(body.get("error", {}).get("message", f"HTTP {response.status_code}"))
     return body
+
+
+UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def seconds(text: str) -> float:
+    """``"300"``, ``"300s"``, ``"5m"``, ``"1.5h"``, ``"30d"``, ``"250ms"`` as seconds.
+
+    Raises:
+        InvalidRequestError: not a number with an optional unit (ms, s, m, h, d).
+    """
+    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*", text)
+    if match is None:
+        raise InvalidRequestError(f"{text!r} is not a duration; write e.g. 30s, 5m, 1h or 30d.")
+    return float(match.group(1)) * UNITS[match.group(2) or "s"]

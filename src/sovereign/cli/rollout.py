@@ -10,7 +10,6 @@ paused (an inconclusive stage waits for an operator).
 
 from __future__ import annotations
 
-import re
 import time
 from typing import Annotated, Any
 
@@ -18,24 +17,15 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from sovereign.cli.common import ConfigOption, KeyOption, UrlOption, admin_call, admin_client, settings_from
+from sovereign.cli.common import ConfigOption, KeyOption, UrlOption, admin_call, admin_client, seconds, settings_from
 from sovereign.errors import InvalidRequestError
 
 rollout_app = typer.Typer(help="Canary rollouts gated on metrics.", no_args_is_help=True)
 RouteOption = Annotated[str | None, typer.Option("--route", help="Model whose deployments are split.")]
 FlagOption = Annotated[str | None, typer.Option("--flag", help="Flag rolled out instead of a deployment.")]
-UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 EXIT = {"promoted": 0, "rolled_back": 3, "aborted": 3, "paused": 4}
 COLOURS = {"promoted": "green", "rolled_back": "red", "aborted": "red", "paused": "yellow"}
 DEFAULT_STEPS = "10,25,50,75,100"
-
-
-def seconds(text: str) -> float:
-    """``"300"``, ``"300s"``, ``"5m"``, ``"1.5h"``, ``"250ms"`` as seconds. Raises InvalidRequestError."""
-    match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", text)
-    if match is None:
-        raise InvalidRequestError(f"{text!r} is not a duration; write e.g. 30s, 5m or 1h.")
-    return float(match.group(1)) * UNITS[match.group(2) or "s"]
 
 
 def target_of(route: str | None, flag: str | None) -> str:

@@ -1,5 +1,5 @@
 """Durable control state shared by every gateway process: flag values set at run time, rollouts,
-an audit log of every step, analysis and decision, and the controller's lease.
+an audit log of every step, analysis and decision, the controller's lease, and API keys (hashed).
 
 One schema, written in SQL that SQLite (3.24+: ``ON CONFLICT DO UPDATE``) and PostgreSQL both
 run, on two runners: :class:`SqliteControlStore` (``data_dir/control.sqlite3``, shared by the
@@ -8,8 +8,10 @@ database). Versioned by :data:`SQLITE_MIGRATIONS` / :data:`POSTGRES_MIGRATIONS` 
 
 Tables: ``sovereign_flag_values(name, value JSON, actor, updated_at)``,
 ``sovereign_rollouts(target, spec JSON, state JSON, updated_at)``,
-``sovereign_control_audit(at, actor, target, kind, detail JSON)`` and
-``sovereign_leases(name, owner, expires_at)``; times are Unix seconds.
+``sovereign_control_audit(at, actor, target, kind, detail JSON)``,
+``sovereign_leases(name, owner, expires_at)`` and ``sovereign_api_keys(id, name, hash, scope,
+tenant, rpm, tpm, models JSON, created_at, expires_at, revoked_at)`` (migration 2); times are Unix
+seconds.
 
 Errors: database failures raise :class:`~sovereign.errors.StorageError`.
 """
@@ -55,6 +57,28 @@ async def m001_initial_pg(conn: Any) -> None:
     await conn.execute(SCHEMA)
 
 
+KEYS_SCHEMA = """
+CREATE TABLE IF NOT EXISTS sovereign_api_keys (
+    id TEXT PRIMARY KEY, name TEXT NOT NULL, hash TEXT NOT NULL, scope TEXT NOT NULL, tenant TEXT NOT NULL,
+    rpm INTEGER, tpm INTEGER, models TEXT, created_at DOUBLE PRECISION NOT NULL,
+    expires_at DOUBLE PRECISION, revoked_at DOUBLE PRECISION)
+"""
+KEY_COLUMNS = ("id", "name", "hash", "scope", "tenant", "rpm", "tpm", "models", "created_at", "expires_at",
+               "revoked_at")
+
+
+@SQLITE_MIGRATIONS.step
+def m002_api_keys(conn: sqlite3.Connection) -> None:
+    """API keys: only an HMAC-SHA256 of each secret is stored (sovereign.security.keys)."""
+    execute_script(conn, KEYS_SCHEMA)
+
+
+@POSTGRES_MIGRATIONS.step
+async def m002_api_keys_pg(conn: Any) -> None:
+    """API keys: only an HMAC-SHA256 of each secret is stored (sovereign.security.keys)."""
+    await conn.execute(KEYS_SCHEMA)
+
+
 class ControlStore(Protocol):
     """What the flag service and the rollout controller need from durable state."""
 
@@ -78,6 +102,18 @@ class ControlStore(Protocol):
 
     async def acquire_lease(self, name: str, owner: str, ttl_s: float) -> bool:
         """Take or renew lease ``name`` for ``owner`` for ``ttl_s`` seconds; False while another holds it."""
+        ...
+
+    async def put_key(self, row: dict[str, Any]) -> None:
+        """Insert an API key row (:data:`KEY_COLUMNS`; ``models`` a list or None)."""
+        ...
+
+    async def keys(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        """Every API key row (or the one with ``key_id``), oldest first."""
+        ...
+
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        """Mark ``key_id`` revoked at ``at``; False when no such key, or already revoked."""
         ...
 
     async def close(self) -> None: ...
@@ -132,6 +168,29 @@ class _SqlControlStore:
             (name, owner, now + ttl_s, now))
         rows = await self._query("SELECT owner FROM sovereign_leases WHERE name = ?", (name,))
         return bool(rows) and rows[0][0] == owner
+
+
+    async def put_key(self, row: dict[str, Any]) -> None:
+        values = [json.dumps(row[c]) if c == "models" and row[c] is not None else row[c] for c in KEY_COLUMNS]
+        await self._query(f"INSERT INTO sovereign_api_keys ({', '.join(KEY_COLUMNS)}) VALUES "
+                          f"({', '.join('?' * len(KEY_COLUMNS))})", tuple(values))
+
+    async def keys(self, key_id: str | None = None) -> list[dict[str, Any]]:
+        where, params = ("WHERE id = ?", (key_id,)) if key_id else ("", ())
+        rows = await self._query(f"SELECT {', '.join(KEY_COLUMNS)} FROM sovereign_api_keys {where} "
+                                 "ORDER BY created_at", params)
+        out = [dict(zip(KEY_COLUMNS, row, strict=True)) for row in rows]
+        for row in out:
+            row["models"] = json.loads(row["models"]) if row["models"] else None
+        return out
+
+    async def revoke_key(self, key_id: str, at: float) -> bool:
+        before = await self.keys(key_id)
+        if not before or before[0]["revoked_at"] is not None:
+            return False
+        await self._query("UPDATE sovereign_api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                          (at, key_id))
+        return True
 
 
 class SqliteControlStore(_SqlControlStore):

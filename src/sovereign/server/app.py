@@ -61,7 +61,7 @@ def _validation_message(exc: RequestValidationError) -> tuple[str, str | None]:
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(SovereignError)
     async def sovereign_error(_request: Request, exc: SovereignError) -> OrjsonResponse:
-        return OrjsonResponse(exc.to_envelope(), status_code=exc.status_code)
+        return OrjsonResponse(exc.to_envelope(), status_code=exc.status_code, headers=exc.headers())
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request: Request, exc: RequestValidationError) -> OrjsonResponse:

@@ -13,7 +13,8 @@
 - one access-log record (``sovereign.access``) with status, latency, TTFT and token counts.
 
 Routes report what they learnt through ``scope["state"]``: ``model`` (public model name),
-``prompt_tokens``, ``completion_tokens`` and ``ttft_s``. Probes (``/metrics``, ``/healthz``,
+``prompt_tokens``, ``completion_tokens`` and ``ttft_s``; ``on_finish`` async callbacks (given the
+state) run after the last byte, e.g. to charge a key's tokens-per-minute budget. Probes (``/metrics``, ``/healthz``,
 ``/readyz``) get no span and log at DEBUG so scrapes do not drown real traffic.
 """
 
@@ -173,6 +174,11 @@ class GatewayMiddleware:
             metrics.REQUEST_DURATION.labels(route=route, model=model, status=str(status)).observe(seconds)
             _finish_span(current, scope, route, status, state)
             _access(scope, route, status, seconds, state)
+            for callback in state.pop("on_finish", ()):  # e.g. charge the key's tokens-per-minute budget
+                try:
+                    await callback(state)
+                except Exception:  # the response is sent: never fail the request here
+                    logging.getLogger("sovereign.server").exception("on_finish callback failed")
 
     async def _reject(self, send: Send, request_id: str) -> None:
         error = RequestTooLargeError(

@@ -35,13 +35,13 @@ from fastapi.responses import StreamingResponse
 from sovereign.backends.base import ChatBackend, collect, required_features
 from sovereign.backends.tool_choice import as_tool_call, constrained, forced_tools
 from sovereign.cache.request_plan import CachePlan, plan_request
-from sovereign.errors import SovereignError, UnsupportedParameterError
+from sovereign.errors import InvalidRequestError, SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.token_clock import TokenClock
 from sovereign.server.fan_out import fan_out
 from sovereign.server.flag_gates import Gates, gates_for
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.state import get_state
+from sovereign.server.state import check_model_allowed, get_state
 from sovereign.server.streaming import CompletionShape, ResponseShape, sse_response
 from sovereign.types import GenerationChunk, GenerationRequest
 
@@ -65,6 +65,7 @@ async def generate(
     """
     state = get_state(request)
     domain = replace(domain, tenant=tenant)
+    check_limits(request, domain)
     backend = state.registry.chat(domain.model)  # 3. route
     request.scope["state"]["model"] = backend.name
     forced = forced_tools(domain)
@@ -122,6 +123,20 @@ async def _generate(
         return OrjsonResponse(shape.body(result), headers=plan.headers)
     first = await anext(chunks)  # errors before the first token become HTTP errors
     return sse_response(events(first, chunks, shape, clock, backend.name), plan.headers)
+
+
+def check_limits(request: Request, domain: GenerationRequest) -> None:
+    """The caller's model allow-list and the request ceilings (``server.max_messages``,
+    ``server.max_tokens_ceiling``). Raises PermissionDeniedError (403) / InvalidRequestError (400)."""
+    check_model_allowed(request, domain.model)
+    server = get_state(request).settings.server
+    if len(domain.messages) > server.max_messages:
+        raise InvalidRequestError(f"{len(domain.messages)} messages exceed server.max_messages "
+                                  f"({server.max_messages}).", param="messages")
+    asked = domain.sampling.max_tokens
+    if asked is not None and asked > server.max_tokens_ceiling:
+        raise InvalidRequestError(f"max_tokens {asked} exceeds server.max_tokens_ceiling "
+                                  f"({server.max_tokens_ceiling}).", param="max_tokens")
 
 
 async def metered(chunks: AsyncIterator[GenerationChunk], clock: TokenClock) -> AsyncGenerator[GenerationChunk, None]:

@@ -4,6 +4,7 @@ Each stage starts one room from what the stages before it started, and returns t
 run at shutdown (in reverse order)::
 
     observability  logs, traces, host metrics          needs: settings
+    security       API keys, rate limits, bind policy  needs: settings (the control database)
     rag            document memory                     needs: the registry's embedding model
     cache          response cache, invalidated by rag  needs: rag (on_change), embedding model
     pipelines      sovereign-rag, sovereign-agent, ... needs: rag, the registry's chat model
@@ -17,12 +18,13 @@ A room that is off (``cache.enabled = false``) or whose extra is missing leaves 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Awaitable, Callable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass
 
-from sovereign.errors import MissingExtraError, ModelNotFoundError
+from sovereign.errors import ConfigError, MissingExtraError, ModelNotFoundError
 from sovereign.extras import installed
 from sovereign.server.state import AppState
 
@@ -34,6 +36,62 @@ async def start_observability(state: AppState) -> Close | None:
     from sovereign.observability.setup import start_observability as start
 
     return await start(state.settings)
+
+
+def _loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
+
+
+async def start_security(state: AppState) -> Close | None:
+    """Stored keys and the rate limiter; refuses a public bind with no key at all.
+
+    Raises:
+        ConfigError: ``server.host`` is not loopback, no key exists and
+            ``server.allow_public_without_keys`` is false.
+    """
+    from sovereign.config import resolve_secret
+    from sovereign.flags.store import open_control_store
+    from sovereign.security.keys import KeyRing, server_secret
+    from sovereign.security.limits import LocalBuckets, RateLimiter, RedisBuckets
+
+    settings = state.settings
+    dsn = resolve_secret(settings.flags.store_dsn_env) if settings.flags.store_dsn_env else None
+    store = await open_control_store(settings.data_dir / "control.sqlite3", dsn)
+    state.keys = KeyRing(store, server_secret(settings.data_dir, settings.security.secret_env),
+                         settings.security.key_cache_s)
+    redis_url = resolve_secret(settings.security.limits_redis_url_env) if settings.security.limits_redis_url_env \
+        else None
+    buckets: LocalBuckets | RedisBuckets = LocalBuckets()
+    if redis_url:
+        from sovereign.extras import require
+
+        require("redis", extra="redis", feature="rate limits shared through Redis")
+        import redis.asyncio
+
+        buckets = RedisBuckets(redis.asyncio.from_url(redis_url))
+    state.limiter = RateLimiter(buckets)
+    keyless = not (state.api_keys or state.admin_keys or await state.keys.active_count())
+    host = settings.server.host
+    if keyless and not _loopback(host) and not settings.server.allow_public_without_keys:
+        await store.close()
+        raise ConfigError(
+            f"No API key exists, so the gateway serves on loopback only, not on {host}. Create one with "
+            "`sovereign keys create --name NAME` (or set server.api_keys_env), or set "
+            "server.allow_public_without_keys = true to serve everyone.")
+    if keyless:
+        log.warning("no API key configured: open single-user mode on %s; `sovereign keys create` turns "
+                    "authentication on", host)
+
+    async def close() -> None:
+        state.keys = None
+        if isinstance(buckets, RedisBuckets):
+            await buckets.aclose()
+        await store.close()
+
+    return close
 
 
 async def start_rag(state: AppState) -> Close | None:
@@ -144,6 +202,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("observability", start_observability),
+    Stage("security", start_security),
     Stage("rag", start_rag),
     Stage("cache", start_cache),
     Stage("pipelines", start_pipelines),

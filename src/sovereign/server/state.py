@@ -6,7 +6,7 @@ import hmac
 import json
 import logging
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 
@@ -19,6 +19,7 @@ from sovereign.errors import (
     InvalidRequestError,
     PermissionDeniedError,
 )
+from sovereign.security.keys import ANONYMOUS, Principal
 from sovereign.server.schemas import WireModel
 
 log = logging.getLogger("sovereign.server")
@@ -28,6 +29,8 @@ if TYPE_CHECKING:
     from sovereign.cache.service import ResponseCache
     from sovereign.flags.service import FlagService
     from sovereign.rag.service import RagService
+    from sovereign.security.keys import KeyRing
+    from sovereign.security.limits import RateLimiter
     from sovereign.server.routes.responses import ResponseStore
 
 
@@ -53,6 +56,8 @@ class AppState:
     admin_keys: tuple[str, ...] = ()
     off: dict[str, str] = field(default_factory=dict)
     responses: ResponseStore | None = None  # /v1/responses history for previous_response_id (first use)
+    keys: KeyRing | None = None  # stored API keys (the security start-up stage)
+    limiter: RateLimiter | None = None  # per-key RPM/TPM buckets (the security start-up stage)
     flags: FlagService | None = None  # feature flags and rollouts (the last start-up stage)
 
     @classmethod
@@ -116,45 +121,80 @@ def _bearer(request: Request) -> str | None:
     return request.headers.get("x-api-key", "").strip() or None
 
 
-def _matches(token: str | None, keys: tuple[str, ...]) -> bool:
-    return token is not None and any(hmac.compare_digest(token, k) for k in keys)
+_MISSING = "Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'."
 
 
-def tenant_of(request: Request) -> str:
-    """The caller's tenant id: its API key's index (``key-N``), or ``anonymous`` when auth is off.
+def _env_principal(state: AppState, token: str | None) -> Principal | None:
+    """A key from ``server.api_keys_env`` / ``admin_keys_env``: tenant ``key-N`` by position."""
+    if token is None:
+        return None
+    for i, key in enumerate(state.api_keys + state.admin_keys):
+        if hmac.compare_digest(token, key):
+            admin = i >= len(state.api_keys)
+            return Principal(f"env-{i}", "admin" if admin else "user", f"key-{i}")
+    return None
+
+
+async def authenticate(request: Request) -> Principal:
+    """Who calls: an env key, a stored key (:class:`~sovereign.security.keys.KeyRing`), or, when no
+    key exists at all, :data:`~sovereign.security.keys.ANONYMOUS` (single-user local mode, served on
+    loopback only). Cached on the request.
 
     Raises:
-        AuthenticationError: keys are configured and the bearer token matches none.
+        AuthenticationError: keys exist and the token matches none (missing, wrong, revoked, expired).
     """
+    scope_state = request.scope.setdefault("state", {})
+    cached = scope_state.get("principal")
+    if isinstance(cached, Principal):
+        return cached
     state = get_state(request)
-    if not state.api_keys and not state.admin_keys:
-        return "anonymous"
     token = _bearer(request)
-    for i, key in enumerate(state.api_keys + state.admin_keys):
-        if token is not None and hmac.compare_digest(token, key):
-            return f"key-{i}"
-    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+    principal = _env_principal(state, token)
+    if principal is None and token is not None and state.keys is not None:
+        principal = await state.keys.verify(token)
+    if principal is None:
+        stored = await state.keys.active_count() if state.keys is not None else 0
+        if state.api_keys or state.admin_keys or stored:
+            raise AuthenticationError(_MISSING)
+        principal = ANONYMOUS
+    scope_state["principal"] = principal
+    return principal
 
 
 async def require_api_key(request: Request) -> str:
-    """FastAPI dependency: :func:`tenant_of`. Async on purpose: FastAPI runs a plain ``def``
-    dependency in a worker thread, a thread hop on every request."""
-    return tenant_of(request)
+    """FastAPI dependency for the API: authenticate, admit under the key's RPM/TPM limits (TPM is
+    charged with the request's tokens when it ends), return the caller's tenant.
+
+    Raises:
+        AuthenticationError (401) / RateLimitError (429 with Retry-After).
+    """
+    principal = await authenticate(request)
+    limiter = get_state(request).limiter
+    if limiter is not None and (principal.rpm or principal.tpm):
+        await limiter.admit(principal)
+        if principal.tpm:
+            async def charge(scope_state: dict[str, Any]) -> None:
+                tokens = sum(int(scope_state.get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
+                await limiter.charge_tokens(principal, tokens)
+
+            request.scope["state"].setdefault("on_finish", []).append(charge)
+    return principal.tenant
 
 
 async def require_admin(request: Request) -> None:
-    """Admin endpoints (FastAPI dependency): an admin key, or no keys configured at all
-    (single-user local mode).
+    """Admin endpoints (FastAPI dependency): a key of scope ``admin`` (any caller in local mode).
 
     Raises:
-        AuthenticationError / PermissionDeniedError.
+        AuthenticationError (401) / PermissionDeniedError (403).
     """
-    state = get_state(request)
-    if not state.api_keys and not state.admin_keys:
-        return
-    token = _bearer(request)
-    if _matches(token, state.admin_keys):
-        return
-    if _matches(token, state.api_keys):
-        raise PermissionDeniedError("This endpoint needs an admin API key.")
-    raise AuthenticationError("Missing or invalid API key: send 'Authorization: Bearer <key>' or 'x-api-key: <key>'.")
+    if not (await authenticate(request)).admin:
+        raise PermissionDeniedError("This endpoint needs an API key of scope admin.")
+
+
+def check_model_allowed(request: Request, model: str) -> None:
+    """Raises PermissionDeniedError (403, ``model_not_allowed``) when the caller's key lists models
+    and ``model`` is not one of them."""
+    principal = request.scope.get("state", {}).get("principal")
+    if isinstance(principal, Principal) and principal.models is not None and model not in principal.models:
+        raise PermissionDeniedError(f"This API key may not use model {model!r}; it may use "
+                                    f"{', '.join(principal.models)}.", param="model", code="model_not_allowed")

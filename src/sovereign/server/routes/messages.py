@@ -25,7 +25,8 @@ from sovereign.server.anthropic_wire import (
 )
 from sovereign.server.request_flow import generate
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.state import get_state, ignored_fields_headers, tenant_of
+from sovereign.server.schemas import openapi_body
+from sovereign.server.state import get_state, ignored_fields_headers, require_api_key
 
 log = logging.getLogger("sovereign.server")
 router = APIRouter()
@@ -63,7 +64,7 @@ async def parse(request: Request, model: type[Body]) -> Body:
 
 def error_response(exc: SovereignError) -> OrjsonResponse:
     """``exc`` in Anthropic's envelope with its HTTP status."""
-    return OrjsonResponse(error_body(exc), status_code=exc.status_code)
+    return OrjsonResponse(error_body(exc), status_code=exc.status_code, headers=exc.headers())
 
 
 def unexpected(exc: Exception) -> OrjsonResponse:
@@ -71,11 +72,11 @@ def unexpected(exc: Exception) -> OrjsonResponse:
     return error_response(SovereignError("Internal server error."))
 
 
-@router.post("/v1/messages", response_model=None)
+@router.post("/v1/messages", response_model=None, openapi_extra=openapi_body(MessagesRequest))
 async def create_message(request: Request) -> Response:
     """Anthropic Messages (JSON, or SSE events when ``stream`` is true)."""
     try:
-        tenant = tenant_of(request)
+        tenant = await require_api_key(request)
         body = await parse(request, MessagesRequest)
         ignored = ignored_fields_headers(request, body)
         response = await generate(request, body.to_domain(), MessagesShape(model=body.model), tenant=tenant,
@@ -88,11 +89,11 @@ async def create_message(request: Request) -> Response:
     return response
 
 
-@router.post("/v1/messages/count_tokens", response_model=None)
+@router.post("/v1/messages/count_tokens", response_model=None, openapi_extra=openapi_body(CountTokensRequest))
 async def count_tokens(request: Request) -> Response:
     """``{"input_tokens": n}``: the prompt as the model's engine counts it (chat template and tools included)."""
     try:
-        tenant_of(request)
+        await require_api_key(request)
         body = await parse(request, CountTokensRequest)
         ignored = ignored_fields_headers(request, body)
         domain = body.to_domain()
