@@ -110,14 +110,24 @@ def gateway(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LiveServ
     data = tmp_path_factory.mktemp("keys") / "data"
     keys = Keys(data)
     server = start_server(data, {"SOVEREIGN_SECURITY__KEY_CACHE_S": "0.3", "SOVEREIGN_ENGINE__N_CTX": "1024",
-                                 "SOVEREIGN_SERVER__MAX_TOKENS_CEILING": "64", "SOVEREIGN_SERVER__MAX_MESSAGES": "4",
-                                 "SOVEREIGN_CACHE__ENABLED": "false"})
+                                 "SOVEREIGN_SERVER__MAX_TOKENS_CEILING": "64", "SOVEREIGN_SERVER__MAX_MESSAGES": "4"})
     yield server, keys, data
     server.stop()
 
 
+CLIENTS: list[openai.OpenAI] = []
+
+
+@pytest.fixture(autouse=True)
+def _close_clients() -> Iterator[None]:
+    yield
+    while CLIENTS:
+        CLIENTS.pop().close()
+
+
 def sdk(url: str, key: str | None) -> openai.OpenAI:
-    return openai.OpenAI(base_url=url + "/v1", api_key=key or "none", max_retries=0, timeout=60)
+    CLIENTS.append(openai.OpenAI(base_url=url + "/v1", api_key=key or "none", max_retries=0, timeout=60))
+    return CLIENTS[-1]
 
 
 def hi(client: openai.OpenAI, **extra: Any) -> Any:
@@ -141,7 +151,8 @@ def test_admin_routes_need_admin_scope(gateway: tuple[LiveServer, Keys, Path]) -
     server, keys, _ = gateway
     for method, path, body in (("GET", "/admin/flags", None), ("PUT", "/admin/flags/semantic_cache", {}),
                                ("GET", "/admin/backends", None), ("PUT", "/admin/backends/default", {"route": MODEL}),
-                               ("GET", "/admin/rollouts", None)):
+                               ("GET", "/admin/rollouts", None), ("GET", "/admin/cache", None),
+                               ("DELETE", "/admin/cache", None)):
         user = httpx.request(method, server.url + path, json=body, headers={"Authorization": f"Bearer {keys.user}"})
         assert user.status_code == 403, (path, user.text)
         admin = httpx.request(method, server.url + path, json=body,

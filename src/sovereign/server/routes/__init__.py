@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from sovereign.server.routes import (
     admin,
+    cache_admin,
     conversations,
     documents,
     embeddings,
@@ -19,7 +20,7 @@ from sovereign.server.routes import (
 )
 
 ROUTERS = (
-    admin.router, conversations.router, documents.router, embeddings.router, flags.router, generation.router,
-    health.router, messages.router, models.router, rerank.router, responses.router, system.router,
-    tokenizer.router,
+    admin.router, cache_admin.router, conversations.router, documents.router, embeddings.router, flags.router,
+    generation.router, health.router, messages.router, models.router, rerank.router, responses.router,
+    system.router, tokenizer.router,
 )
