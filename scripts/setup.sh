@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Set up Sovereign in ./.venv on a fresh machine (Python 3.11, pip, gcc, cmake).
 #   scripts/setup.sh          runtime only
-#   scripts/setup.sh --dev    plus test tools, and the services tests start (redis-server, promtool)
+#   scripts/setup.sh --dev    plus test tools, and the services tests start (redis-server, promtool, nginx)
 # The embedded engine is llama.cpp's own server (llama-server), built once from the llama.cpp source
 # vendored by the pinned llama-cpp-python sdist (MIT licence) into a cache outside the checkout
 # ($SOVEREIGN_CACHE, default ~/.cache/sovereign) and linked into .venv/bin; later runs reuse it.
@@ -56,6 +56,7 @@ if [[ $DEV == 1 ]]; then
   missing=()
   command -v redis-server >/dev/null || missing+=(redis-server)
   { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
+  { command -v nginx || [[ -x /usr/sbin/nginx ]]; } >/dev/null || missing+=(nginx)  # /usr/sbin: not on a user PATH
   if (( ${#missing[@]} )); then
     echo "setup: installing Debian packages: ${missing[*]}"
     SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"

@@ -61,7 +61,8 @@ def test_mounted_files_and_build_context_exist() -> None:
 
 def test_secrets_are_required_not_defaulted() -> None:
     text = (DEPLOY / "docker-compose.yml").read_text()
-    for variable in ("POSTGRES_PASSWORD", "SOVEREIGN_API_KEYS", "GRAFANA_ADMIN_PASSWORD", "CLICKHOUSE_PASSWORD"):
+    for variable in ("POSTGRES_PASSWORD", "SOVEREIGN_API_KEYS", "GRAFANA_ADMIN_PASSWORD", "CLICKHOUSE_PASSWORD",
+                     "REDIS_PASSWORD"):
         assert f"${{{variable}:?" in text
         assert f"{variable}=" in (DEPLOY / ".env.example").read_text()
 

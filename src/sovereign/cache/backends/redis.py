@@ -185,7 +185,7 @@ class RedisCacheBackend:
         try:
             return await awaitable
         except (RedisError, OSError) as exc:
-            raise StorageError(f"Redis cache at {self.where} failed: {exc!r}") from exc
+            raise StorageError(f"Redis cache at {self.where} failed: {type(exc).__name__}: {exc}") from exc
 
     # -- index synchronisation ------------------------------------------------------------------
     async def open(self) -> None:
