@@ -192,3 +192,22 @@ def test_migrate_store_bad_input(pg_env: dict[str, str]) -> None:
     user_error(run_cli("migrate-store", "--collection", "typo", env=pg_env), "no collection 'typo'")
     no_dsn = {k: v for k, v in pg_env.items() if k != "SOVEREIGN_RAG__PG_DSN_ENV"}
     user_error(run_cli("migrate-store", "--collection", "pydocs", env=no_dsn), "pg_dsn_env")
+
+
+def test_cli_acts_as_the_anonymous_tenant_unless_told_another(tmp_path: Path, small_corpus: Path) -> None:
+    """``ingest/search --tenant NAME`` read and write that tenant's documents; without it the CLI is
+    ``anonymous`` (a gateway without keys). Bad input: searching as a tenant that ingested nothing,
+    and naming another tenant's collection, finds nothing of the first tenant's."""
+    env = {"SOVEREIGN_DATA_DIR": str(tmp_path / "data")}
+    first = ok(cli("ingest", str(small_corpus / "bisect.html"), "--collection", "docs", "--tenant", "key-0", env=env))
+    assert SUMMARY.search(first).groups() == ("1", "0", "0", "0", "0"), first  # type: ignore[union-attr]
+    again = ok(cli("ingest", str(small_corpus / "bisect.html"), "--collection", "docs", env=env))  # anonymous
+    assert SUMMARY.search(again).groups() == ("1", "0", "0", "0", "0"), again  # type: ignore[union-attr]
+    assert re.search(r"(\d+) chunks embedded, 0 reused", again)  # nothing reused across tenants
+    question = "insertion point in a sorted list"
+    mine = ranked(ok(cli("search", question, "--tenant", "key-0", env=env)))
+    anonymous = ranked(ok(cli("search", question, env=env)))
+    assert mine and anonymous and not {c for _, _, c in mine} & {c for _, _, c in anonymous}
+    assert ok(cli("search", question, "--tenant", "key-1", env=env)).strip() == "no results"
+    user_error(run_cli("search", question, "--tenant", "key-1", "--collection", "docs", env=env),
+               "Unknown collection 'docs'")

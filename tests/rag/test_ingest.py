@@ -155,6 +155,6 @@ async def test_sigkill_during_ingest_then_rerun_has_no_duplicate_and_no_missing_
             db.execute("SELECT COUNT(*), COUNT(DISTINCT chunk_id) FROM chunks").fetchone(),
             db.execute("SELECT COUNT(*) FROM chunks_fts").fetchone()[0]))
         assert counts == ((expected, expected), expected)
-        assert len(service.store._indexes["default"]) == expected  # type: ignore[attr-defined]
+        assert len(service.store._ann.indexes["default"]) == expected  # type: ignore[attr-defined]
     finally:
         await service.close()

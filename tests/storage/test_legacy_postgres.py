@@ -1,6 +1,8 @@
 """The PostgreSQL stores adopt a database written by the release before versioned migrations
-(``tests/fixtures/legacy/postgres.sql``), upgrade the pgvector schema to version 2, and refuse a
-database written by a newer Sovereign. Needs the real PostgreSQL of the ``pg_uri`` fixture."""
+(``tests/fixtures/legacy/postgres.sql``), upgrade the pgvector schema to version 3 and the
+conversations to version 2 (tenants: every legacy row belongs to ``anonymous``, and is unknown to
+another tenant, the bad input tried), and refuse a database written by a newer Sovereign. Needs the
+real PostgreSQL of the ``pg_uri`` fixture."""
 
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
-from sovereign.errors import ConfigError
+from sovereign.errors import ConfigError, NotFoundError
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 LEGACY_SQL = Path(__file__).resolve().parent.parent / "fixtures" / "legacy" / "postgres.sql"
@@ -51,16 +53,21 @@ async def test_legacy_conversations_are_adopted_and_readable(legacy_db: str, leg
     for _ in range(2):  # the second open is a no-op
         store = await PostgresConversationStore.open(legacy_db, max_size=1)
         try:
-            assert store.schema_version == 1
-            assert (await store.get(legacy.CONVERSATION_ID)).model == "local-smol"
+            assert store.schema_version == 2
+            conv = await store.get(legacy.CONVERSATION_ID)
+            assert (conv.model, conv.tenant) == ("local-smol", "anonymous")
             rows = await store.messages(legacy.CONVERSATION_ID)
             assert [(m.role, m.content, m.deployment) for m in rows][:2] == legacy.MESSAGES
+            assert await store.recent(tenant="key-0") == []
+            with pytest.raises(NotFoundError):
+                await store.get(legacy.CONVERSATION_ID, tenant="key-0")
         finally:
             await store.close()
-    assert query(legacy_db, "SELECT store, name FROM _sovereign_migrations") == [("conversations", "m001_initial")]
+    assert query(legacy_db, "SELECT store, name FROM _sovereign_migrations ORDER BY name") == [
+        ("conversations", "m001_initial"), ("conversations", "m002_tenant")]
 
 
-async def test_legacy_pgvector_schema_is_upgraded_to_version_2(legacy_db: str, legacy: ModuleType) -> None:
+async def test_legacy_pgvector_schema_is_upgraded_to_version_3(legacy_db: str, legacy: ModuleType) -> None:
     from sovereign.rag.stores.pgvector import PgVectorStore
 
     indexes = "SELECT indexname FROM pg_indexes WHERE schemaname = 'legacy_rag' AND indexname = 'chunks_doc'"
@@ -68,8 +75,12 @@ async def test_legacy_pgvector_schema_is_upgraded_to_version_2(legacy_db: str, l
     store = PgVectorStore(legacy_db, dimensions=8, schema=legacy.PG_SCHEMA, pool_max=2)
     await store.open()
     try:
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         assert await store.collections() == {"legacy": 2}
+        assert await store.collections(tenant="key-0") == {}
+        assert await store.keyword_search("bisect", 3, tenant="key-0") == []
+        with pytest.raises(NotFoundError):
+            await store.get_document("doc-a", tenant="key-0")
         docs = await store.list_documents("legacy")
         assert [(d.doc_id, d.metadata, d.chunk_count) for d in docs] == [
             ("doc-a", {"kind": "md"}, 2), ("doc-b", {"kind": "md"}, 1)]
@@ -82,7 +93,18 @@ async def test_legacy_pgvector_schema_is_upgraded_to_version_2(legacy_db: str, l
         await store.close()
     assert query(legacy_db, indexes) == [("chunks_doc",)]
     assert query(legacy_db, "SELECT store, name FROM legacy_rag._sovereign_migrations ORDER BY name") == [
-        ("rag_pgvector", "m001_initial"), ("rag_pgvector", "m002_chunks_doc_id_index")]
+        ("rag_pgvector", "m001_initial"), ("rag_pgvector", "m002_chunks_doc_id_index"),
+        ("rag_pgvector", "m003_tenants")]
+    constraints = query(legacy_db, "SELECT conname, pg_get_constraintdef(oid) FROM pg_constraint "
+                                   "WHERE contype IN ('p', 'u', 'f') AND conrelid IN "
+                                   "('legacy_rag.documents'::regclass, 'legacy_rag.collections'::regclass) "
+                                   "ORDER BY conname")
+    assert constraints == [
+        ("collections_pkey", "PRIMARY KEY (tenant, name)"), ("documents_pkey", "PRIMARY KEY (doc_id)"),
+        ("documents_tenant_collection_fkey",
+         "FOREIGN KEY (tenant, collection) REFERENCES legacy_rag.collections(tenant, name)"),
+        ("documents_tenant_collection_path_key", "UNIQUE (tenant, collection, path)")]
+    assert query(legacy_db, "SELECT DISTINCT tenant FROM legacy_rag.chunks") == [("anonymous",)]
 
 
 async def test_a_fresh_pgvector_schema_gets_the_same_version(legacy_db: str) -> None:
@@ -91,7 +113,7 @@ async def test_a_fresh_pgvector_schema_gets_the_same_version(legacy_db: str) -> 
     for _ in range(2):
         store = PgVectorStore(legacy_db, dimensions=8, schema="fresh_rag", pool_max=2)
         await store.open()
-        assert store.schema_version == 2
+        assert store.schema_version == 3
         await store.close()
 
 

@@ -46,6 +46,7 @@ from sovereign.backends.base import Capabilities
 from sovereign.errors import EngineError, InvalidRequestError, SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.tracing import span
+from sovereign.rag.models import TenantScoping, scoped
 from sovereign.types import GenerationChunk, GenerationRequest, Usage
 
 
@@ -146,9 +147,11 @@ class AgentBackend:
         """Close the checkpointer; the model belongs to the registry and is closed there."""
         await self.graph.close()
 
-    async def source_scope(self, metadata: dict[str, str] | None) -> tuple[str, int]:
+    async def source_scope(self, metadata: dict[str, str] | None, tenant: str | None = None) -> tuple[str, int]:
         """:class:`~sovereign.backends.base.SourceScoped`: the collection the pipeline retrieves from
-        (its configured one, else the request's ``metadata.collection``) and its index version.
+        (its configured one, else the request's ``metadata.collection``) and its index version:
+        ``tenant``'s, or without a tenant one that changes whenever any tenant's collection of that
+        name changes (as :meth:`sovereign.rag.answer.RagChatBackend.source_scope`).
 
         Raises:
             LookupError: no document memory, no collection, or the store cannot tell the version now.
@@ -158,7 +161,9 @@ class AgentBackend:
         if retriever is None or not collection:
             raise LookupError("the agent pipeline has no document memory or collection to scope by")
         try:
-            return collection, await retriever.index_version(collection)
+            if tenant is None and isinstance(retriever, TenantScoping):
+                return collection, await retriever.shared_version(collection)
+            return collection, await scoped(retriever, tenant).index_version(collection)
         except SovereignError as exc:
             raise LookupError(f"index version of {collection!r} unavailable: {exc}") from exc
 
@@ -176,7 +181,8 @@ class AgentBackend:
         self, question: str, history: list[Turn], conversation_id: str, request: GenerationRequest
     ) -> AsyncIterator[GenerationChunk | dict[str, Any]]:
         """Node events (dicts, for the CLI view) interleaved with the chunks :meth:`stream` yields."""
-        ctx = RunContext(deps=self.deps, sampling=request.sampling, collection=self.deps.collection)
+        ctx = RunContext(deps=self.deps, sampling=request.sampling, collection=self.deps.collection,
+                         tenant=request.tenant)
         emitted = False
         usage = Usage()
         state: dict[str, Any] = {}

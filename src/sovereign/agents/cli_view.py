@@ -16,6 +16,7 @@ from rich.text import Text
 from sovereign.agents.backend import response_metadata
 from sovereign.agents.state import NODE_NAMES, check_conversation_id, check_question
 from sovereign.config import Settings
+from sovereign.rag.models import ANONYMOUS
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest, SamplingParams
 
 _ICONS = {"waiting": "[dim]·[/]", "running": "[yellow]…[/]", "done": "[green]✓[/]", "failed": "[red]✗[/]"}
@@ -56,10 +57,13 @@ async def run_agent_view(
     collection: str | None = None,
     max_tokens: int = 256,
     console: Console | None = None,
+    tenant: str = ANONYMOUS,
 ) -> dict[str, Any]:
     """Answer ``question`` with the pipeline in this process, drawing the nodes as they run.
 
-    ``collection`` defaults to ``rag.default_collection``. Opens document memory (``RagService``);
+    ``collection`` defaults to ``rag.default_collection``; ``tenant`` is whose documents are read and
+    whose conversation thread is continued (default: the anonymous tenant, as a gateway without API
+    keys). Opens document memory (``RagService``);
     without it the answer degrades to the simple path with a warning. Returns the answer's
     ``sovereign`` metadata.
 
@@ -92,7 +96,8 @@ async def run_agent_view(
         with console.status("loading model..."):
             await backend.start()
         request = GenerationRequest(model=backend.name, sampling=SamplingParams(max_tokens=max_tokens, temperature=0.2),
-                                    messages=(ChatMessage("user", question),), conversation_id=conversation_id)
+                                    messages=(ChatMessage("user", question),), conversation_id=conversation_id,
+                                    tenant=tenant)
         with Live(board.render(), console=console, refresh_per_second=12) as live:
             async for item in backend.events(question, [], conversation_id or _new_id(), request):
                 if isinstance(item, GenerationChunk):

@@ -11,10 +11,12 @@ Routing is :func:`next_step` (pure), applied by each node's adapter through a ``
 The planner and the retrieval expert share one LangGraph step (:data:`STEPS`).
 
 A failed validator ends the run with the unvalidated answer (the simple path's remaining step:
-no validation). Conversations persist through a checkpointer keyed by ``thread_id =
-conversation_id``; only ``turns`` carries over between runs (:func:`~sovereign.agents.state.fresh_state`
-resets the rest), so the last node also empties the per-run fields (:data:`RUN_FIELDS_CLEARED`)
-and the stored checkpoint holds the conversation, not the last run's sources and verdict.
+no validation). Conversations persist through a checkpointer keyed by ``thread_id``
+(:func:`~sovereign.agents.state.thread_id`: the conversation id, namespaced by the caller's tenant
+unless anonymous, so one tenant cannot resume another's thread); only ``turns`` carries over
+between runs (:func:`~sovereign.agents.state.fresh_state` resets the rest), so the last node
+also empties the per-run fields (:data:`RUN_FIELDS_CLEARED`) and the stored checkpoint holds the
+conversation, not the last run's sources and verdict.
 Checkpoints are written once per run (``durability="exit"``): a run is one user turn, and
 per-step writes cost ~10 ms each on SQLite for no recovery benefit here. The SQLite checkpointer
 (:class:`ThreadedSqliteSaver`) makes one thread hop per checkpointer call (two per run).
@@ -41,7 +43,7 @@ from langgraph.types import Command
 
 from sovereign.agents.isolation import NodeFn, guarded
 from sovereign.agents.nodes import planner, retrieval, router, simple, synthesizer, validator
-from sovereign.agents.state import AgentState, RunContext, Turn, fresh_state
+from sovereign.agents.state import AgentState, RunContext, Turn, fresh_state, thread_id
 from sovereign.config import AgentSettings, resolve_secret
 from sovereign.errors import ConfigError, StorageError
 from sovereign.extras import require
@@ -309,8 +311,8 @@ class AgentGraph:
     async def run(
         self, question: str, history: Sequence[Turn], conversation_id: str, ctx: RunContext
     ) -> AsyncIterator[dict[str, Any]]:
-        """Run one turn of ``conversation_id``; yields node events, the last being
-        ``{"type": "final", "state": ...}`` (emitted by the last node).
+        """Run one turn of ``ctx.tenant``'s conversation ``conversation_id``; yields node events, the
+        last being ``{"type": "final", "state": ...}`` (emitted by the last node).
 
         The graph runs in its own task and ``ctx.emit`` puts events on an in-process queue (not
         LangGraph's custom stream, which costs a ``call_soon_threadsafe`` wake-up per event);
@@ -321,7 +323,7 @@ class AgentGraph:
         """
         if self._graph is None:
             await self.start()
-        config = {"configurable": {"thread_id": conversation_id}}
+        config = {"configurable": {"thread_id": thread_id(conversation_id, ctx.tenant)}}
         events: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
         ctx.emit = events.put_nowait
 
@@ -345,9 +347,11 @@ class AgentGraph:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def turns(self, conversation_id: str) -> list[Turn]:
-        """The turns stored for ``conversation_id`` (empty when unknown)."""
+    async def turns(self, conversation_id: str, tenant: str | None = None) -> list[Turn]:
+        """The turns stored for ``tenant``'s ``conversation_id`` (empty when unknown, including
+        another tenant's)."""
         if self._graph is None:
             await self.start()
-        snapshot = await self._graph.aget_state({"configurable": {"thread_id": conversation_id}})
+        config = {"configurable": {"thread_id": thread_id(conversation_id, tenant)}}
+        snapshot = await self._graph.aget_state(config)
         return list(snapshot.values.get("turns", [])) if snapshot and snapshot.values else []

@@ -30,7 +30,7 @@ from sovereign.backends.base import ChatBackend, EmbeddingBackend
 from sovereign.backends.context_fit import estimate_tokens
 from sovereign.config import AgentSettings
 from sovereign.errors import InvalidRequestError
-from sovereign.rag.models import Retriever
+from sovereign.rag.models import ANONYMOUS, Retriever, scoped
 from sovereign.types import SamplingParams
 
 NODE_NAMES = ("router", "planner", "retrieval", "synthesizer", "validator")
@@ -127,6 +127,19 @@ def check_conversation_id(conversation_id: str | None) -> str | None:
     return conversation_id
 
 
+def thread_id(conversation_id: str, tenant: str | None) -> str:
+    """The checkpointer thread of ``tenant``'s conversation ``conversation_id``.
+
+    The anonymous tenant (and a caller without one, the CLI) keeps the bare conversation id, the
+    thread of the release before tenants; any other tenant's thread is ``<tenant>/<conversation id>``.
+    A conversation id holds no ``/`` (:func:`check_conversation_id`), so no id of one tenant can
+    name another tenant's thread, and a tenant cannot resume a thread it did not write.
+    """
+    if tenant is None or tenant == ANONYMOUS:
+        return conversation_id
+    return f"{tenant}/{conversation_id}"
+
+
 class RouteDecision(BaseModel):
     """The router's structured output (what the model must return as JSON when asked)."""
 
@@ -160,13 +173,26 @@ class AgentDeps:
 
 @dataclass(slots=True)
 class RunContext:
-    """Per-run, never persisted: dependencies, sampling for the answer, and the event callback.
+    """Per-run, never persisted: dependencies, sampling for the answer, the event callback and the
+    caller's tenant.
 
     ``emit`` receives ``{"type": "node_start"|"node_end"|"token"|"warning"|"reset", ...}`` events;
     the backend turns tokens into stream chunks and the CLI view draws the nodes from them.
+    ``tenant`` (the request's; None for an in-process caller such as the CLI) scopes retrieval to
+    its documents (:meth:`retriever`) and names the checkpointer thread (:func:`thread_id`).
     """
 
     deps: AgentDeps
     sampling: SamplingParams
     emit: Emit = field(default=lambda _event: None)
     collection: str | None = None
+    tenant: str | None = None
+
+    def retriever(self) -> Retriever | None:
+        """The deps' retriever restricted to :attr:`tenant` (None without document memory).
+
+        Raises:
+            PermissionDeniedError: the retriever cannot be scoped to a tenant other than anonymous.
+        """
+        found = self.deps.retriever()
+        return None if found is None else scoped(found, self.tenant)

@@ -1,4 +1,5 @@
-"""``sovereign ask "question"``: a cited answer from the document memory and the embedded model."""
+"""``sovereign ask "question"``: a cited answer from the document memory and the embedded model, over one
+tenant's documents (``--tenant``, default ``anonymous``)."""
 
 from __future__ import annotations
 
@@ -10,10 +11,12 @@ import typer
 from rich.console import Console
 
 from sovereign.cli.common import ConfigOption, settings_from
+from sovereign.cli.ingest import TenantOption
+from sovereign.rag.models import ANONYMOUS
 
 
 async def _run(question: str, collection: str | None, top_k: int | None, max_tokens: int, config: Path | None,
-               store: str | None) -> None:
+               store: str | None, tenant: str) -> None:
     from sovereign.backends.registry import default_engine
     from sovereign.rag.answer import RagChatBackend
     from sovereign.rag.service import RagService
@@ -24,7 +27,7 @@ async def _run(question: str, collection: str | None, top_k: int | None, max_tok
     service = await RagService.open(settings)
     try:
         engine = default_engine(settings)
-        rag = RagChatBackend(lambda: engine, service.retriever,
+        rag = RagChatBackend(lambda: engine, service.retriever_for(tenant),
                              collection=collection or settings.rag.default_collection,
                              top_k=top_k if top_k is not None else settings.rag.top_k, answer_tokens=max_tokens,
                              require_collection=True)
@@ -61,6 +64,7 @@ def ask(
     store: Annotated[str | None, typer.Option(help="Override rag.store (embedded or pgvector).")] = None,
     agent: Annotated[bool, typer.Option("--agent", help="Answer with the multi-agent pipeline (nodes shown live).")]
     = False,
+    tenant: TenantOption = ANONYMOUS,
     config: ConfigOption = None,
 ) -> None:
     """Answer a question from your documents, with numbered citations."""
@@ -68,9 +72,9 @@ def ask(
         from sovereign.agents.cli_view import run_agent_view
 
         settings = settings_from(config, rag={"store": store})
-        asyncio.run(run_agent_view(question, settings, collection=collection, max_tokens=max_tokens))
+        asyncio.run(run_agent_view(question, settings, collection=collection, max_tokens=max_tokens, tenant=tenant))
         return
-    asyncio.run(_run(question, collection, top_k, max_tokens, config, store))
+    asyncio.run(_run(question, collection, top_k, max_tokens, config, store, tenant))
 
 
 def register(app: typer.Typer) -> None:

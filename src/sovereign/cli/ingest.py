@@ -1,4 +1,7 @@
-"""``sovereign ingest PATH...``: ingest document trees with a Rich progress bar and a summary."""
+"""``sovereign ingest PATH...``: ingest document trees with a Rich progress bar and a summary.
+
+Documents are ingested as one tenant: ``anonymous`` by default (what a gateway without API keys
+serves), another with ``--tenant NAME`` (the tenant a gateway derives from an API key)."""
 
 from __future__ import annotations
 
@@ -11,10 +14,14 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from sovereign.cli.common import ConfigOption, settings_from
+from sovereign.rag.models import ANONYMOUS
+
+TenantOption = Annotated[str, typer.Option("--tenant", help="Tenant whose documents these are (an API key's "
+                                           "tenant; default: anonymous, the no-key single user).")]
 
 
 async def _run(paths: list[Path], collection: str | None, prune: bool, exclude: list[str], config: Path | None,
-               store: str | None) -> None:
+               store: str | None, tenant: str) -> None:
     from sovereign.rag.service import RagService
 
     settings = settings_from(config, rag={"store": store})
@@ -38,7 +45,8 @@ async def _run(paths: list[Path], collection: str | None, prune: bool, exclude: 
                     elapsed = bar.tasks[0].elapsed or 1e-9
                     bar.update(task, chunks=embedded, rate=embedded / elapsed)
 
-            report = await service.ingest_paths(paths, collection, prune=prune, exclude=exclude, progress=progress)
+            report = await service.ingest_paths(paths, collection, prune=prune, exclude=exclude, progress=progress,
+                                                tenant=tenant)
     finally:
         await service.close()
     console.print(
@@ -57,10 +65,11 @@ def ingest(
     prune: Annotated[bool, typer.Option("--prune", help="Remove documents whose files are gone.")] = False,
     exclude: Annotated[list[str] | None, typer.Option(help="Glob of file/dir names to skip (repeatable).")] = None,
     store: Annotated[str | None, typer.Option(help="Override rag.store (embedded or pgvector).")] = None,
+    tenant: TenantOption = ANONYMOUS,
     config: ConfigOption = None,
 ) -> None:
     """Ingest documents (.txt .md .rst .html .pdf) into the document memory."""
-    asyncio.run(_run(paths, collection, prune, exclude or [], config, store))
+    asyncio.run(_run(paths, collection, prune, exclude or [], config, store, tenant))
 
 
 def register(app: typer.Typer) -> None:

@@ -2,7 +2,8 @@
 
 psycopg errors are translated into :class:`~sovereign.errors.StorageError` here, in :meth:`_run`.
 The schema is versioned by :data:`MIGRATIONS` (store ``conversations``, recorded in the
-``_sovereign_migrations`` table on the connection's ``search_path``).
+``_sovereign_migrations`` table on the connection's ``search_path``): version 2 adds the owning
+``tenant`` to each conversation (existing ones belong to ``anonymous``); every query filters on it.
 """
 
 from __future__ import annotations
@@ -15,8 +16,8 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
-from sovereign.conversations.store import Conversation, StoredMessage
-from sovereign.errors import NotFoundError, StorageError
+from sovereign.conversations.store import ANONYMOUS, Conversation, StoredMessage, check_limit, unknown
+from sovereign.errors import StorageError
 from sovereign.storage import Migrations, PostgresStep
 from sovereign.types import Role
 
@@ -37,6 +38,18 @@ MIGRATIONS: Migrations[PostgresStep] = Migrations("conversations")
 async def m001_initial(conn: psycopg.AsyncConnection[Any]) -> None:
     """The schema of the release before versioned migrations (adopted as is)."""
     await conn.execute(SCHEMA)
+
+
+@MIGRATIONS.step
+async def m002_tenant(conn: psycopg.AsyncConnection[Any]) -> None:
+    """Each conversation belongs to a tenant; existing ones to ``anonymous`` (a constant default
+    rewrites no rows; it is dropped afterwards so every write names its tenant)."""
+    for statement in (
+        "ALTER TABLE sovereign_conversations ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'anonymous'",
+        "ALTER TABLE sovereign_conversations ALTER COLUMN tenant DROP DEFAULT",
+        "CREATE INDEX IF NOT EXISTS sovereign_conversations_tenant ON sovereign_conversations (tenant, created_at)",
+    ):
+        await conn.execute(statement)
 
 
 class PostgresConversationStore:
@@ -77,40 +90,43 @@ class PostgresConversationStore:
         except psycopg.Error as exc:
             raise StorageError(f"Conversation store failed: {exc}") from exc
 
-    async def create(self, model: str) -> Conversation:
-        conv = Conversation(uuid.uuid4().hex, model, time.time())
+    async def create(self, model: str, *, tenant: str = ANONYMOUS) -> Conversation:
+        conv = Conversation(uuid.uuid4().hex, model, time.time(), tenant)
 
         async def insert(c: psycopg.AsyncConnection[Any]) -> None:
             await c.execute(
-                "INSERT INTO sovereign_conversations VALUES (%s, %s, %s)", (conv.id, conv.model, conv.created_at)
+                "INSERT INTO sovereign_conversations (id, model, created_at, tenant) VALUES (%s, %s, %s, %s)",
+                (conv.id, conv.model, conv.created_at, conv.tenant),
             )
 
         await self._run(insert)
         return conv
 
-    async def get(self, conversation_id: str) -> Conversation:
+    async def get(self, conversation_id: str, *, tenant: str = ANONYMOUS) -> Conversation:
         async def select(c: psycopg.AsyncConnection[Any]) -> Any:
             cur = await c.execute(
-                "SELECT id, model, created_at FROM sovereign_conversations WHERE id = %s", (conversation_id,)
+                "SELECT id, model, created_at, tenant FROM sovereign_conversations WHERE id = %s AND tenant = %s",
+                (conversation_id, tenant),
             )
             return await cur.fetchone()
 
         row = await self._run(select)
         if row is None:
-            raise NotFoundError(
-                f"Conversation {conversation_id!r} does not exist; create one first.", param="conversation_id"
-            )
+            raise unknown(conversation_id)
         return Conversation(*row)
 
     async def append(
-        self, conversation_id: str, role: Role, content: str, deployment: str | None = None
+        self, conversation_id: str, role: Role, content: str, deployment: str | None = None, *,
+        tenant: str = ANONYMOUS,
     ) -> StoredMessage:
-        await self.get(conversation_id)
         now = time.time()
 
-        async def insert(c: psycopg.AsyncConnection[Any]) -> int:
+        async def insert(c: psycopg.AsyncConnection[Any]) -> int | None:
             async with c.transaction():
-                await c.execute("SELECT 1 FROM sovereign_conversations WHERE id = %s FOR UPDATE", (conversation_id,))
+                cur = await c.execute("SELECT 1 FROM sovereign_conversations WHERE id = %s AND tenant = %s FOR UPDATE",
+                                      (conversation_id, tenant))
+                if await cur.fetchone() is None:
+                    return None
                 cur = await c.execute(
                     "INSERT INTO sovereign_conversation_messages SELECT %s, COALESCE(MAX(seq) + 1, 0), %s, %s, %s, %s "
                     "FROM sovereign_conversation_messages WHERE conversation_id = %s RETURNING seq",
@@ -119,10 +135,13 @@ class PostgresConversationStore:
                 (seq,) = await cur.fetchone()  # type: ignore[misc]
                 return int(seq)
 
-        return StoredMessage(await self._run(insert), role, content, deployment, now)
+        seq = await self._run(insert)
+        if seq is None:
+            raise unknown(conversation_id)
+        return StoredMessage(seq, role, content, deployment, now)
 
-    async def messages(self, conversation_id: str) -> list[StoredMessage]:
-        await self.get(conversation_id)
+    async def messages(self, conversation_id: str, *, tenant: str = ANONYMOUS) -> list[StoredMessage]:
+        await self.get(conversation_id, tenant=tenant)
 
         async def select(c: psycopg.AsyncConnection[Any]) -> list[Any]:
             cur = await c.execute(
@@ -133,6 +152,27 @@ class PostgresConversationStore:
             return await cur.fetchall()
 
         return [StoredMessage(*row) for row in await self._run(select)]
+
+    async def recent(self, *, tenant: str = ANONYMOUS, limit: int = 100) -> list[Conversation]:
+        check_limit(limit)
+
+        async def select(c: psycopg.AsyncConnection[Any]) -> list[Any]:
+            cur = await c.execute(
+                "SELECT id, model, created_at, tenant FROM sovereign_conversations WHERE tenant = %s "
+                "ORDER BY created_at DESC, id LIMIT %s", (tenant, limit),
+            )
+            return await cur.fetchall()
+
+        return [Conversation(*row) for row in await self._run(select)]
+
+    async def delete(self, conversation_id: str, *, tenant: str = ANONYMOUS) -> None:
+        async def remove(c: psycopg.AsyncConnection[Any]) -> int:
+            cur = await c.execute("DELETE FROM sovereign_conversations WHERE id = %s AND tenant = %s",
+                                  (conversation_id, tenant))
+            return cur.rowcount
+
+        if not await self._run(remove):
+            raise unknown(conversation_id)
 
     async def close(self) -> None:
         await self._pool.close()

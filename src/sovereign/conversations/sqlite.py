@@ -1,7 +1,8 @@
 """Conversation store in SQLite (WAL journal, one connection on a :class:`~sovereign.storage.SqliteWorker`).
 
 sqlite3 errors are translated into :class:`~sovereign.errors.StorageError` by the worker. The
-schema is versioned by :data:`MIGRATIONS` (store ``conversations``).
+schema is versioned by :data:`MIGRATIONS` (store ``conversations``): version 2 adds the owning
+``tenant`` to each conversation (existing ones belong to ``anonymous``); every query filters on it.
 """
 
 from __future__ import annotations
@@ -13,8 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sovereign.conversations.store import Conversation, StoredMessage
-from sovereign.errors import NotFoundError
+from sovereign.conversations.store import ANONYMOUS, Conversation, StoredMessage, check_limit, unknown
 from sovereign.storage import Migrations, SqliteWorker, execute_script
 from sovereign.types import Role
 
@@ -35,6 +35,16 @@ MIGRATIONS: Migrations[Callable[[sqlite3.Connection], None]] = Migrations("conve
 def m001_initial(conn: sqlite3.Connection) -> None:
     """The schema of the release before versioned migrations (adopted as is)."""
     execute_script(conn, SCHEMA)
+
+
+@MIGRATIONS.step
+def m002_tenant(conn: sqlite3.Connection) -> None:
+    """Each conversation belongs to a tenant; existing ones to ``anonymous`` (SQLite keeps the
+    column's default; the code always writes the tenant). Indexed for listing a tenant's newest."""
+    execute_script(conn, """
+        ALTER TABLE conversations ADD COLUMN tenant TEXT NOT NULL DEFAULT 'anonymous';
+        CREATE INDEX conversations_tenant ON conversations (tenant, created_at)
+    """)
 
 
 class SqliteConversationStore:
@@ -69,34 +79,38 @@ class SqliteConversationStore:
         """``fn(conn)`` on the store's thread. Raises StorageError."""
         return await self._worker.run(fn)
 
-    async def create(self, model: str) -> Conversation:
-        conv = Conversation(uuid.uuid4().hex, model, time.time())
+    async def create(self, model: str, *, tenant: str = ANONYMOUS) -> Conversation:
+        conv = Conversation(uuid.uuid4().hex, model, time.time(), tenant)
         await self._run(
-            lambda c: c.execute("INSERT INTO conversations VALUES (?, ?, ?)", (conv.id, conv.model, conv.created_at))
+            lambda c: c.execute("INSERT INTO conversations (id, model, created_at, tenant) VALUES (?, ?, ?, ?)",
+                                (conv.id, conv.model, conv.created_at, conv.tenant))
         )
         return conv
 
-    async def get(self, conversation_id: str) -> Conversation:
+    async def get(self, conversation_id: str, *, tenant: str = ANONYMOUS) -> Conversation:
         row = await self._run(
             lambda c: c.execute(
-                "SELECT id, model, created_at FROM conversations WHERE id = ?", (conversation_id,)
+                "SELECT id, model, created_at, tenant FROM conversations WHERE id = ? AND tenant = ?",
+                (conversation_id, tenant),
             ).fetchone()
         )
         if row is None:
-            raise NotFoundError(
-                f"Conversation {conversation_id!r} does not exist; create one first.", param="conversation_id"
-            )
+            raise unknown(conversation_id)
         return Conversation(*row)
 
     async def append(
-        self, conversation_id: str, role: Role, content: str, deployment: str | None = None
+        self, conversation_id: str, role: Role, content: str, deployment: str | None = None, *,
+        tenant: str = ANONYMOUS,
     ) -> StoredMessage:
-        await self.get(conversation_id)
         now = time.time()
 
-        def insert(c: sqlite3.Connection) -> int:
+        def insert(c: sqlite3.Connection) -> int | None:
             c.execute("BEGIN IMMEDIATE")
             try:
+                if c.execute("SELECT 1 FROM conversations WHERE id = ? AND tenant = ?",
+                             (conversation_id, tenant)).fetchone() is None:
+                    c.execute("ROLLBACK")
+                    return None
                 (seq,) = c.execute(
                     "SELECT COALESCE(MAX(seq) + 1, 0) FROM conversation_messages WHERE conversation_id = ?",
                     (conversation_id,),
@@ -111,10 +125,13 @@ class SqliteConversationStore:
             c.execute("COMMIT")
             return int(seq)
 
-        return StoredMessage(await self._run(insert), role, content, deployment, now)
+        seq = await self._run(insert)
+        if seq is None:
+            raise unknown(conversation_id)
+        return StoredMessage(seq, role, content, deployment, now)
 
-    async def messages(self, conversation_id: str) -> list[StoredMessage]:
-        await self.get(conversation_id)
+    async def messages(self, conversation_id: str, *, tenant: str = ANONYMOUS) -> list[StoredMessage]:
+        await self.get(conversation_id, tenant=tenant)
         rows: list[Any] = await self._run(
             lambda c: c.execute(
                 "SELECT seq, role, content, deployment, created_at FROM conversation_messages "
@@ -123,6 +140,24 @@ class SqliteConversationStore:
             ).fetchall()
         )
         return [StoredMessage(*row) for row in rows]
+
+    async def recent(self, *, tenant: str = ANONYMOUS, limit: int = 100) -> list[Conversation]:
+        check_limit(limit)
+        rows: list[Any] = await self._run(
+            lambda c: c.execute(
+                "SELECT id, model, created_at, tenant FROM conversations WHERE tenant = ? "
+                "ORDER BY created_at DESC, id LIMIT ?", (tenant, limit),
+            ).fetchall()
+        )
+        return [Conversation(*row) for row in rows]
+
+    async def delete(self, conversation_id: str, *, tenant: str = ANONYMOUS) -> None:
+        deleted = await self._run(
+            lambda c: c.execute("DELETE FROM conversations WHERE id = ? AND tenant = ?",
+                                (conversation_id, tenant)).rowcount
+        )
+        if not deleted:
+            raise unknown(conversation_id)
 
     async def close(self) -> None:
         """Close the connection and its thread."""

@@ -8,6 +8,10 @@ own ``count_prompt_tokens``, chat template included), asks for answers citing so
 response's ``sovereign`` field; the final SSE chunk when streaming). Source ``n`` in the list is
 citation ``[n]`` in the answer; sentences the model left uncited are attributed by
 :mod:`sovereign.rag.citations` (``citations_attributed`` counts them).
+
+Tenancy: the request's ``tenant`` (set by the gateway's request flow) selects whose documents are
+searched (:func:`sovereign.rag.models.scoped`); a request without one (the CLI) reads the
+retriever's own tenant. ``index_version`` in the metadata is the caller's collection's.
 """
 
 from __future__ import annotations
@@ -22,7 +26,7 @@ from sovereign.backends.registry import ModelRegistry
 from sovereign.config import Settings
 from sovereign.errors import InvalidRequestError, ModelNotFoundError, NotFoundError, SovereignError
 from sovereign.rag.citations import CitationAttributor
-from sovereign.rag.models import Retriever, SearchHit
+from sovereign.rag.models import Retriever, SearchHit, TenantScoping, scoped
 from sovereign.rag.retrieve import check_top_k
 from sovereign.rag.stores.base import check_collection
 from sovereign.types import ChatMessage, GenerationChunk, GenerationRequest
@@ -50,7 +54,8 @@ class RagChatBackend:
     Args:
         inner: resolves the chat backend that writes the answer (looked up per call, so a hot-swapped
             model is used at once).
-        retriever: hybrid search. collection: the collection searched.
+        retriever: hybrid search (bound to the tenant used when a request names none; re-bound to
+            the request's tenant otherwise). collection: the collection searched.
         top_k: chunks retrieved (1..100). answer_tokens: output budget reserved when the request sets none.
         require_collection: raise NotFoundError when ``collection`` does not exist (``sovereign ask``,
             where the user named it); when False (the server's chat model) an empty or not yet
@@ -88,14 +93,21 @@ class RagChatBackend:
     async def close(self) -> None:
         """Nothing of its own to release; the inner model is closed by the registry."""
 
-    async def source_scope(self, metadata: dict[str, str] | None) -> tuple[str, int]:
+    async def source_scope(self, metadata: dict[str, str] | None, tenant: str | None = None) -> tuple[str, int]:
         """:class:`~sovereign.backends.base.SourceScoped`: the collection answered from and its index version.
+
+        With ``tenant``, that tenant's version. Without it (the cache cannot say whose answer it
+        keys), a version that changes whenever any tenant's collection of that name changes
+        (:meth:`~sovereign.rag.models.TenantScoping.shared_version`): never stale, at worst an
+        answer is recomputed after another tenant's ingest. The cache key holds the tenant either way.
 
         Raises:
             LookupError: the store cannot tell the version now.
         """
         try:
-            return self.collection, await self.retriever.index_version(self.collection)
+            if tenant is None and isinstance(self.retriever, TenantScoping):
+                return self.collection, await self.retriever.shared_version(self.collection)
+            return self.collection, await scoped(self.retriever, tenant).index_version(self.collection)
         except SovereignError as exc:
             raise LookupError(f"index version of {self.collection!r} unavailable: {exc}") from exc
 
@@ -103,24 +115,26 @@ class RagChatBackend:
         prompt, _ = await self._build(request)
         return await self._inner().count_prompt_tokens(prompt)
 
-    async def ensure_collection(self) -> None:
-        """Raise NotFoundError when the collection has never been written to (index version 0)."""
-        if await self.retriever.index_version(self.collection) == 0:
+    async def ensure_collection(self, retriever: Retriever | None = None) -> None:
+        """Raise NotFoundError when the collection has never been written to (index version 0) by
+        ``retriever``'s tenant (default: this backend's retriever)."""
+        if await (retriever or self.retriever).index_version(self.collection) == 0:
             raise NotFoundError(f"Unknown collection {self.collection!r}; ingest documents into it first "
                                 "(sovereign ingest PATH --collection NAME).", param="collection")
 
-    async def _hits(self, question: str) -> Sequence[SearchHit]:
+    async def _hits(self, question: str, retriever: Retriever) -> Sequence[SearchHit]:
         if self.require_collection:
-            await self.ensure_collection()
-        elif await self.retriever.index_version(self.collection) == 0:
+            await self.ensure_collection(retriever)
+        elif await retriever.index_version(self.collection) == 0:
             return []  # the server's chat model before any ingest: answer without sources, not 404
-        return await self.retriever.search(question, top_k=self.top_k, collection=self.collection)
+        return await retriever.search(question, top_k=self.top_k, collection=self.collection)
 
     async def _build(self, request: GenerationRequest) -> tuple[GenerationRequest, list[SearchHit]]:
         """The inner request with as many retrieved chunks as fit, and the chunks used (in order).
 
         Raises:
             InvalidRequestError: not a chat request, or no user message to answer.
+            PermissionDeniedError: the retriever cannot be scoped to the request's tenant.
         """
         if not request.is_chat:
             raise InvalidRequestError(f"{self.name} answers chat requests only; use /v1/chat/completions.",
@@ -129,7 +143,7 @@ class RagChatBackend:
         if not question:
             raise InvalidRequestError("sovereign-rag needs a user message with a question.", param="messages")
         inner = self._inner()
-        hits = list(await self._hits(question))
+        hits = list(await self._hits(question, scoped(self.retriever, request.tenant)))
         budget = inner.capabilities.context_window - (request.sampling.max_tokens or self.answer_tokens)
         history = [m for m in request.messages if m.role != "system"]
         used: list[SearchHit] = []
@@ -148,7 +162,7 @@ class RagChatBackend:
     async def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Retrieve, pack, generate; the last chunk carries ``sources``, ``collection``, ``index_version``."""
         prompt, used = await self._build(request)
-        version = await self.retriever.index_version(self.collection)
+        version = await scoped(self.retriever, request.tenant).index_version(self.collection)
         metadata = {"sources": [h.source() for h in used], "collection": self.collection,
                     "index_version": version}
         attributor = CitationAttributor([h.text for h in used])

@@ -6,6 +6,9 @@ re-chunked and only chunks whose text is new anywhere in the store are embedded.
 old chunks are replaced in the same transaction as its new ones, so a crash (SIGKILL included)
 leaves every document either fully old or fully new and a re-run completes the rest.
 
+Every ingestion runs as one tenant: it sees, reuses vectors from, replaces and prunes only that
+tenant's documents, and writes new ones as the tenant's (:class:`~sovereign.rag.models.DocumentRecord`).
+
 Documents are written in groups (``flush_chunks`` chunks at a time) so the embedder sees full,
 length-sorted batches whatever the file sizes; each group is one store transaction.
 
@@ -34,7 +37,7 @@ from sovereign.errors import InvalidRequestError, NotFoundError
 from sovereign.observability import metrics
 from sovereign.rag.chunking import Chunker, sha256_hex
 from sovereign.rag.loaders import file_kind, load_bytes, looks_binary
-from sovereign.rag.models import ChunkRecord, DocumentRecord
+from sovereign.rag.models import ANONYMOUS, ChunkRecord, DocumentRecord
 from sovereign.rag.stores.base import VectorStore, check_collection
 
 log = logging.getLogger("sovereign.rag.ingest")
@@ -73,9 +76,14 @@ class IngestReport:
                 "chunks_reused": self.chunks_reused, "seconds": round(self.seconds, 3)}
 
 
-def doc_id_for(collection: str, logical_path: str) -> str:
-    """Stable document id: first 24 hex digits of SHA-256(collection NUL path)."""
-    return sha256_hex(f"{collection}\0{logical_path}")[:24]
+def doc_id_for(collection: str, logical_path: str, tenant: str = ANONYMOUS) -> str:
+    """Stable document id: first 24 hex digits of SHA-256(collection NUL path) for the anonymous
+    tenant (the ids of the release before tenants), of SHA-256(tenant NUL collection NUL path) for
+    any other, so two tenants' uploads of one path never share an id. (The two forms cannot
+    collide: paths hold no NUL.)"""
+    if tenant == ANONYMOUS:
+        return sha256_hex(f"{collection}\0{logical_path}")[:24]
+    return sha256_hex(f"{tenant}\0{collection}\0{logical_path}")[:24]
 
 
 def walk(roots: Iterable[Path], exclude: Sequence[str] = (), skipped: Counter[str] | None = None) -> list[SourceFile]:
@@ -143,32 +151,33 @@ class Ingestor:
 
     async def ingest_paths(
         self, roots: Sequence[Path], collection: str, *, prune: bool = False, exclude: Sequence[str] = (),
-        progress: Progress | None = None,
+        progress: Progress | None = None, tenant: str = ANONYMOUS,
     ) -> IngestReport:
-        """Ingest every supported file under ``roots`` into ``collection``; ``prune`` deletes documents
-        under those roots whose files are gone. Raises InvalidRequestError / NotFoundError on bad input."""
+        """Ingest every supported file under ``roots`` into ``tenant``'s ``collection``; ``prune``
+        deletes the tenant's documents under those roots whose files are gone. Raises
+        InvalidRequestError / NotFoundError on bad input."""
         check_collection(collection)
         report = IngestReport()
         files = await asyncio.to_thread(walk, roots, exclude, report.skipped)
         prefixes = [str(Path(r).expanduser().absolute().resolve()) for r in roots]
         return await self.ingest_files(files, collection, report=report, progress=progress,
-                                       prune_prefixes=prefixes if prune else None)
+                                       prune_prefixes=prefixes if prune else None, tenant=tenant)
 
     async def ingest_files(
         self, files: Sequence[SourceFile], collection: str, *, report: IngestReport | None = None,
-        progress: Progress | None = None, prune_prefixes: Sequence[str] | None = None,
+        progress: Progress | None = None, prune_prefixes: Sequence[str] | None = None, tenant: str = ANONYMOUS,
     ) -> IngestReport:
-        """Ingest explicit files (uploads use this with logical paths like ``upload/name.md``)."""
+        """Ingest explicit files (uploads use this with logical paths like ``upload/name.md``) as ``tenant``."""
         check_collection(collection)
         report = report or IngestReport()
         began = time.perf_counter()
         async with self._lock:
-            known = await self.store.known_documents(collection)
+            known = await self.store.known_documents(collection, tenant=tenant)
             if progress:
                 progress("files_total", len(files))
             pending: list[tuple[DocumentRecord, list[ChunkRecord], bool]] = []
             for source in files:
-                item = await asyncio.to_thread(self._prepare, source, collection, known, report)
+                item = await asyncio.to_thread(self._prepare, source, collection, tenant, known, report)
                 if progress:
                     progress("file", 1)
                 if item is not None:
@@ -181,20 +190,21 @@ class Ingestor:
                 seen = {f.logical for f in files}
                 gone = [doc_id for path, (doc_id, _) in known.items() if path not in seen
                         and any(path == p or path.startswith(p.rstrip("/") + "/") for p in prune_prefixes)]
-                await self._remove(gone, collection, report)
+                await self._remove(gone, collection, tenant, report)
             await self.store.flush()
         report.seconds = time.perf_counter() - began
         return report
 
-    async def _remove(self, doc_ids: list[str], collection: str, report: IngestReport) -> None:
+    async def _remove(self, doc_ids: list[str], collection: str, tenant: str, report: IngestReport) -> None:
         if doc_ids:
-            deleted = await self.store.delete_documents(doc_ids)
+            deleted = await self.store.delete_documents(doc_ids, tenant=tenant)
             report.removed += len(deleted)
             report.changed.setdefault(collection, []).extend(d.doc_id for d in deleted)
             metrics.INGEST_FILES.labels(outcome="removed").inc(len(deleted))
 
     def _prepare(
-        self, source: SourceFile, collection: str, known: dict[str, tuple[str, str]], report: IngestReport
+        self, source: SourceFile, collection: str, tenant: str, known: dict[str, tuple[str, str]],
+        report: IngestReport,
     ) -> tuple[DocumentRecord, list[ChunkRecord], bool] | None:
         """Read, hash, parse and chunk one file (worker thread). None when unchanged or skipped."""
         kind = file_kind(source.real)
@@ -225,10 +235,10 @@ class Ingestor:
             return self._fail(report, source, f"parser error {type(exc).__name__}")
         if loaded.is_empty:
             return self._skip(report, "empty")
-        doc_id = doc_id_for(collection, source.logical)
+        doc_id = doc_id_for(collection, source.logical, tenant)
         chunks = self.chunker.chunk(doc_id, loaded.title, loaded.sections)
         doc = DocumentRecord(doc_id, collection, source.logical, loaded.title, content_hash, size,
-                             {**loaded.metadata, "kind": kind}, len(chunks))
+                             {**loaded.metadata, "kind": kind}, len(chunks), tenant)
         return doc, chunks, previous is not None
 
     @staticmethod
@@ -253,7 +263,8 @@ class Ingestor:
             return
         titles = {doc.doc_id: doc.title for doc, _, _ in pending}
         all_chunks = [c for _, chunks, _ in pending for c in chunks]
-        vectors = await self.store.vectors_for_hashes([c.content_hash for c in all_chunks])
+        tenant = pending[0][0].tenant  # one ingestion, one tenant
+        vectors = await self.store.vectors_for_hashes([c.content_hash for c in all_chunks], tenant=tenant)
         todo: dict[str, str] = {}
         for chunk in all_chunks:
             if chunk.content_hash not in vectors:

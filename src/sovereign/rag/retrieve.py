@@ -16,7 +16,7 @@ from sovereign.backends.base import EmbeddingBackend
 from sovereign.errors import InvalidRequestError, NotFoundError
 from sovereign.observability import metrics
 from sovereign.observability.tracing import span
-from sovereign.rag.models import SearchHit
+from sovereign.rag.models import ANONYMOUS, SearchHit
 from sovereign.rag.stores.base import Ranked, VectorStore, check_collection
 
 MAX_QUERY_CHARS = 4000
@@ -48,27 +48,40 @@ def check_top_k(top_k: object) -> None:
 
 
 class HybridRetriever:
-    """Implements :class:`~sovereign.rag.models.Retriever` over one store and one embedder.
+    """Implements :class:`~sovereign.rag.models.Retriever` over one tenant's documents in one store
+    and one embedder, and :class:`~sovereign.rag.models.TenantScoping` (:meth:`for_tenant`).
 
     Args:
         store: an opened :class:`VectorStore`.
         embedder: the model that embedded the chunks (query vectors must live in the same space).
+        tenant: whose documents are searched (default: the anonymous, single-user tenant).
         rrf_k: RRF constant. candidates: how many each side contributes before fusion.
     """
 
-    def __init__(self, store: VectorStore, embedder: EmbeddingBackend, *, rrf_k: int = 60,
-                 candidates: int = 50) -> None:
+    def __init__(self, store: VectorStore, embedder: EmbeddingBackend, *, tenant: str = ANONYMOUS,
+                 rrf_k: int = 60, candidates: int = 50) -> None:
         self.store = store
         self.embedder = embedder
+        self.tenant = tenant
         self.rrf_k = rrf_k
         self.candidates = candidates
+
+    def for_tenant(self, tenant: str) -> HybridRetriever:
+        """The same search over ``tenant``'s documents (a new, cheap object; this one is unchanged)."""
+        if tenant == self.tenant:
+            return self
+        return HybridRetriever(self.store, self.embedder, tenant=tenant, rrf_k=self.rrf_k, candidates=self.candidates)
+
+    async def shared_version(self, collection: str) -> int:
+        """Sum of every tenant's version of ``collection`` (changes whenever any of them changes)."""
+        return await self.store.index_version(collection, tenant=None)
 
     async def check(self, query: str, top_k: int, collection: str | None) -> None:
         """Validate a search request.
 
         Raises:
             InvalidRequestError: empty or over-long query, ``top_k`` not in 1..100, bad collection name.
-            NotFoundError: the collection does not exist.
+            NotFoundError: the tenant has no such collection (another tenant's is unknown too).
         """
         if not isinstance(query, str) or not query.strip():
             raise InvalidRequestError("The query is empty: send some words to search for.", param="query")
@@ -77,7 +90,7 @@ class HybridRetriever:
         check_top_k(top_k)
         if collection is not None:
             check_collection(collection)
-            if collection not in await self.store.collections():
+            if collection not in await self.store.collections(tenant=self.tenant):
                 raise NotFoundError(
                     f"Unknown collection {collection!r}; ingest documents into it first.", param="collection"
                 )
@@ -85,7 +98,8 @@ class HybridRetriever:
     async def search(
         self, query: str, *, top_k: int, collection: str | None = None, path_glob: str | None = None
     ) -> Sequence[SearchHit]:
-        """Best ``top_k`` chunks for ``query`` by RRF of BM25 and vector ranks (``collection`` None: all).
+        """Best ``top_k`` of the tenant's chunks for ``query`` by RRF of BM25 and vector ranks
+        (``collection`` None: all the tenant's collections).
 
         Each hit's ``metadata`` carries ``bm25_rank`` / ``vector_rank`` (1-based, absent when the
         chunk was not in that list) and ``collection``. Raises as :meth:`check`.
@@ -95,10 +109,12 @@ class HybridRetriever:
         with span("rag.search", top_k=top_k, store=self.store.name):
             depth = max(self.candidates, top_k)
             vectors, _ = await self.embedder.embed([query])
-            keyword = await self.store.keyword_search(query, depth, collection=collection, path_glob=path_glob)
-            semantic = await self.store.vector_search(vectors[0], depth, collection=collection, path_glob=path_glob)
+            keyword = await self.store.keyword_search(query, depth, collection=collection, path_glob=path_glob,
+                                                      tenant=self.tenant)
+            semantic = await self.store.vector_search(vectors[0], depth, collection=collection, path_glob=path_glob,
+                                                      tenant=self.tenant)
             fused = rrf_fuse([keyword, semantic], self.rrf_k)[:top_k]
-            rows = await self.store.fetch_hits([cid for cid, _ in fused])
+            rows = await self.store.fetch_hits([cid for cid, _ in fused], tenant=self.tenant)
         metrics.RETRIEVAL_DURATION.labels(store=self.store.name).observe(time.perf_counter() - began)
         bm25_rank = {cid: i for i, (cid, _) in enumerate(keyword, 1)}
         vector_rank = {cid: i for i, (cid, _) in enumerate(semantic, 1)}
@@ -113,5 +129,5 @@ class HybridRetriever:
         return hits
 
     async def index_version(self, collection: str) -> int:
-        """The store's change counter for ``collection`` (0 when unknown)."""
-        return await self.store.index_version(collection)
+        """The store's change counter for the tenant's ``collection`` (0 when unknown)."""
+        return await self.store.index_version(collection, tenant=self.tenant)

@@ -3,7 +3,11 @@
 What the server (``AppState.rag``), the CLI and the agent pipeline use. Other rooms
 subscribe to content changes through :attr:`RagService.on_change` (the response cache evicts
 answers that cited a changed document): each callback receives ``(doc_ids, collection)`` after
-every ingestion or deletion that changed something.
+every ingestion or deletion that changed something (document ids are unique across tenants).
+
+Every operation runs as one tenant (keyword ``tenant``, default the anonymous single-user tenant):
+:meth:`RagService.retriever_for` searches one tenant's documents, ingestion and deletion touch only
+the tenant's own (see :class:`~sovereign.rag.stores.base.VectorStore`).
 """
 
 from __future__ import annotations
@@ -19,7 +23,7 @@ from sovereign.config import Settings
 from sovereign.errors import NotFoundError
 from sovereign.rag.chunking import Chunker, OffsetTokenizing, minilm_tokenizer
 from sovereign.rag.ingest import Ingestor, IngestReport, Progress, SourceFile
-from sovereign.rag.models import DocumentRecord
+from sovereign.rag.models import ANONYMOUS, DocumentRecord
 from sovereign.rag.retrieve import HybridRetriever
 from sovereign.rag.stores import build_store
 from sovereign.rag.stores.base import VectorStore
@@ -45,7 +49,8 @@ class RagService:
     """Store + retriever + ingestor for one configuration.
 
     Attributes:
-        retriever: a :class:`~sovereign.rag.models.Retriever` (hybrid search).
+        retriever: a :class:`~sovereign.rag.models.Retriever` (hybrid search) over the anonymous
+            tenant's documents; :meth:`retriever_for` gives another tenant's.
         on_change: callbacks ``(doc_ids, collection)`` run after content changes (sync or async).
     """
 
@@ -82,6 +87,10 @@ class RagService:
             if self._owns_embedder:
                 await self.embedder.close()
 
+    def retriever_for(self, tenant: str) -> HybridRetriever:
+        """Hybrid search over ``tenant``'s documents only."""
+        return self.retriever.for_tenant(tenant)
+
     @property
     def default_collection(self) -> str:
         return self.settings.rag.default_collection
@@ -99,27 +108,30 @@ class RagService:
                     log.exception("rag on_change callback failed")
 
     async def ingest_paths(self, roots: Sequence[Path], collection: str | None = None, *, prune: bool = False,
-                           exclude: Sequence[str] = (), progress: Progress | None = None) -> IngestReport:
-        """Ingest trees or files into ``collection`` (default ``rag.default_collection``)."""
+                           exclude: Sequence[str] = (), progress: Progress | None = None,
+                           tenant: str = ANONYMOUS) -> IngestReport:
+        """Ingest trees or files into ``tenant``'s ``collection`` (default ``rag.default_collection``)."""
         report = await self.ingestor.ingest_paths(roots, collection or self.default_collection, prune=prune,
-                                                  exclude=exclude, progress=progress)
+                                                  exclude=exclude, progress=progress, tenant=tenant)
         await self._notify(report.changed)
         return report
 
-    async def ingest_files(self, files: Sequence[SourceFile], collection: str | None = None) -> IngestReport:
-        """Ingest explicit files (uploads)."""
-        report = await self.ingestor.ingest_files(files, collection or self.default_collection)
+    async def ingest_files(self, files: Sequence[SourceFile], collection: str | None = None, *,
+                           tenant: str = ANONYMOUS) -> IngestReport:
+        """Ingest explicit files (uploads) into ``tenant``'s ``collection``."""
+        report = await self.ingestor.ingest_files(files, collection or self.default_collection, tenant=tenant)
         await self._notify(report.changed)
         return report
 
-    async def delete_document(self, doc_id: str) -> DocumentRecord:
-        """Delete one document. Raises NotFoundError."""
-        deleted = await self.store.delete_documents([doc_id])
+    async def delete_document(self, doc_id: str, *, tenant: str = ANONYMOUS) -> DocumentRecord:
+        """Delete one of ``tenant``'s documents. Raises NotFoundError (another tenant's id included)."""
+        deleted = await self.store.delete_documents([doc_id], tenant=tenant)
         if not deleted:
             raise NotFoundError(f"No document with id {doc_id!r}.", param="id")
         await self.store.flush()
         await self._notify({deleted[0].collection: [doc_id]})
         return deleted[0]
 
-    async def stats(self) -> dict[str, Any]:
-        return {"store": self.store.name, "collections": await self.store.collections()}
+    async def stats(self, *, tenant: str = ANONYMOUS) -> dict[str, Any]:
+        """The store kind and ``tenant``'s collections with their document counts."""
+        return {"store": self.store.name, "collections": await self.store.collections(tenant=tenant)}

@@ -136,11 +136,12 @@ def context_budget(ctx: RunContext, history_tokens: int) -> int:
 
 
 async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
-    """State adapter: sets ``sources`` (appending sub-query warnings) and the rerank's embedding tokens."""
+    """State adapter: sets ``sources`` (appending sub-query warnings) and the rerank's embedding tokens.
+    Searches only the run's tenant's documents (:meth:`RunContext.retriever`)."""
     deps = ctx.deps
     history_tokens = sum(deps.count_tokens(t["content"]) for t in past_turns(state))
     subqueries = state.get("subqueries") or [state["question"]]
-    hits, warnings = await search_all(subqueries, deps.retriever(), top_k=deps.settings.top_k,
+    hits, warnings = await search_all(subqueries, ctx.retriever(), top_k=deps.settings.top_k,
                                       collection=ctx.collection)
     tokens = 0
     if deps.settings.rerank and deps.embedder is not None:

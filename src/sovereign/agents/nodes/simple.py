@@ -31,7 +31,7 @@ async def simple_answer(state: AgentState, ctx: RunContext) -> dict[str, Any]:
         try:
             with span("agent.simple.retrieve"):
                 sources, more = await retrieval.retrieve(
-                    [state["question"]], deps.retriever(), top_k=deps.settings.top_k,
+                    [state["question"]], ctx.retriever(), top_k=deps.settings.top_k,
                     budget_tokens=retrieval.context_budget(ctx, history_tokens),
                     count_tokens=deps.count_tokens, collection=ctx.collection,
                 )

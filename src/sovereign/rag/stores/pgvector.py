@@ -12,7 +12,9 @@ built-in stand-in for BM25). Connections come from a psycopg 3 ``AsyncConnection
 before it opens the pool; that needs a superuser once per database.
 
 The DDL is versioned by :data:`MIGRATIONS` (store ``rag_pgvector``, recorded in
-``<schema>._sovereign_migrations``, so each schema has its own version).
+``<schema>._sovereign_migrations``, so each schema has its own version). Since version 3 every
+table carries ``tenant`` (collections are keyed by ``(tenant, name)``; rows from before belong to
+``anonymous``) and every query filters on it (see :class:`~sovereign.rag.stores.base.VectorStore`).
 
 Errors: every ``psycopg.Error`` becomes :class:`~sovereign.errors.StorageError`.
 """
@@ -28,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from sovereign.errors import ConfigError, NotFoundError, StorageError
-from sovereign.rag.models import ChunkRecord, DocumentRecord, SearchHit
+from sovereign.rag.models import ANONYMOUS, ChunkRecord, DocumentRecord, SearchHit
 from sovereign.rag.stores.base import Ranked, check_collection, query_terms
 from sovereign.storage import Migrations, PostgresStep
 
@@ -68,6 +70,45 @@ async def m002_chunks_doc_id_index(conn: Any, store: PgVectorStore) -> None:
     WHERE doc_id`` of a re-ingest and the ``ON DELETE CASCADE`` of a document scanned the whole table
     (SQLite's schema has this index through ``UNIQUE (doc_id, ordinal)``)."""
     await conn.execute(store._sql("CREATE INDEX IF NOT EXISTS chunks_doc ON {s}.chunks (doc_id, ordinal)"))
+
+
+@MIGRATIONS.step
+async def m003_tenants(conn: Any, store: PgVectorStore) -> None:
+    """Collections, documents and chunks belong to a tenant; existing rows to ``anonymous``.
+
+    ``collections`` is re-keyed ``(tenant, name)``, a document's path is unique per ``(tenant,
+    collection)`` and its collection is referenced by ``(tenant, collection)``; ``chunks (tenant,
+    collection)`` replaces the collection index. The old constraints are found by their definition
+    in ``pg_constraint`` (their names are PostgreSQL's defaults, not ours). ``ADD COLUMN ... DEFAULT``
+    with a constant rewrites no rows (PostgreSQL >= 11); the default is dropped afterwards so every
+    write names its tenant.
+    """
+    for table in ("collections", "documents", "chunks"):
+        await conn.execute(store._sql(
+            f"ALTER TABLE {{s}}.{table} ADD COLUMN IF NOT EXISTS tenant text NOT NULL DEFAULT 'anonymous'"))
+    cur = await conn.execute(
+        "SELECT c.conrelid::regclass::text, c.conname FROM pg_constraint c "
+        "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = %s "
+        "AND ((c.conrelid = %s::regclass AND c.contype IN ('f', 'u')) "
+        "OR (c.conrelid = %s::regclass AND c.contype = 'p'))",
+        (store.schema, store._sql("{s}.documents"), store._sql("{s}.collections")))
+    found = await cur.fetchall()
+    # documents' FK and UNIQUE first: the FK depends on the parent's key
+    for table, constraint in sorted(found, key=lambda row: row[0].endswith("collections")):
+        await conn.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{constraint}"')
+    for statement in (
+        "ALTER TABLE {s}.collections ADD CONSTRAINT collections_pkey PRIMARY KEY (tenant, name)",
+        "ALTER TABLE {s}.documents ADD CONSTRAINT documents_tenant_collection_path_key "
+        "UNIQUE (tenant, collection, path)",
+        "ALTER TABLE {s}.documents ADD CONSTRAINT documents_tenant_collection_fkey FOREIGN KEY (tenant, collection) "
+        "REFERENCES {s}.collections (tenant, name)",
+        "DROP INDEX IF EXISTS {s}.chunks_collection",
+        "CREATE INDEX IF NOT EXISTS chunks_space ON {s}.chunks (tenant, collection)",
+        "ALTER TABLE {s}.collections ALTER COLUMN tenant DROP DEFAULT",
+        "ALTER TABLE {s}.documents ALTER COLUMN tenant DROP DEFAULT",
+        "ALTER TABLE {s}.chunks ALTER COLUMN tenant DROP DEFAULT",
+    ):
+        await conn.execute(store._sql(statement))
 
 
 def glob_to_like(pattern: str) -> str:
@@ -244,49 +285,56 @@ class PgVectorStore:
             await self._execute("ANALYZE {s}.chunks", fetch=False)
             self._inserted = 0
 
-    async def collections(self) -> dict[str, int]:
+    async def collections(self, *, tenant: str = ANONYMOUS) -> dict[str, int]:
         rows = await self._execute("SELECT c.name, COUNT(d.doc_id) FROM {s}.collections c LEFT JOIN {s}.documents d "
-                                   "ON d.collection = c.name GROUP BY c.name ORDER BY c.name")
+                                   "ON d.tenant = c.tenant AND d.collection = c.name WHERE c.tenant = %s "
+                                   "GROUP BY c.name ORDER BY c.name", (tenant,))
         return {name: int(n) for name, n in rows}
 
-    async def index_version(self, collection: str) -> int:
-        rows = await self._execute("SELECT version FROM {s}.collections WHERE name = %s", (collection,))
+    async def index_version(self, collection: str, *, tenant: str | None = ANONYMOUS) -> int:
+        if tenant is None:
+            rows = await self._execute("SELECT COALESCE(SUM(version), 0) FROM {s}.collections WHERE name = %s",
+                                       (collection,))
+        else:
+            rows = await self._execute("SELECT version FROM {s}.collections WHERE tenant = %s AND name = %s",
+                                       (tenant, collection))
         return int(rows[0][0]) if rows else 0
 
-    async def known_documents(self, collection: str) -> dict[str, tuple[str, str]]:
-        rows = await self._execute("SELECT path, doc_id, content_hash FROM {s}.documents WHERE collection = %s",
-                                   (collection,))
+    async def known_documents(self, collection: str, *, tenant: str = ANONYMOUS) -> dict[str, tuple[str, str]]:
+        rows = await self._execute("SELECT path, doc_id, content_hash FROM {s}.documents "
+                                   "WHERE tenant = %s AND collection = %s", (tenant, collection))
         return {p: (d, h) for p, d, h in rows}
 
-    async def vectors_for_hashes(self, hashes: Sequence[str]) -> dict[str, np.ndarray]:
+    async def vectors_for_hashes(self, hashes: Sequence[str], *, tenant: str = ANONYMOUS) -> dict[str, np.ndarray]:
         if not hashes:
             return {}
         rows = await self._execute(
             "SELECT DISTINCT ON (content_hash) content_hash, embedding::vector FROM {s}.chunks "
-            "WHERE content_hash = ANY(%s)", (list(set(hashes)),))
+            "WHERE content_hash = ANY(%s) AND tenant = %s", (list(set(hashes)), tenant))
         return {h: _array(v) for h, v in rows}
 
-    async def get_document(self, doc_id: str) -> DocumentRecord:
-        docs = await self._documents("d.doc_id = %s", (doc_id,), 1, 0)
+    async def get_document(self, doc_id: str, *, tenant: str = ANONYMOUS) -> DocumentRecord:
+        docs = await self._documents("d.doc_id = %s AND d.tenant = %s", (doc_id, tenant), 1, 0)
         if not docs:
             raise NotFoundError(f"No document with id {doc_id!r}.", param="id")
         return docs[0]
 
     async def list_documents(
-        self, collection: str | None = None, *, limit: int = 100, offset: int = 0
+        self, collection: str | None = None, *, limit: int = 100, offset: int = 0, tenant: str = ANONYMOUS
     ) -> list[DocumentRecord]:
-        where, params = ("d.collection = %s", (collection,)) if collection else ("true", ())
+        where, params = (("d.tenant = %s AND d.collection = %s", (tenant, collection)) if collection
+                         else ("d.tenant = %s", (tenant,)))
         return await self._documents(where, params, limit, offset)
 
     async def _documents(self, where: str, params: tuple[Any, ...], limit: int, offset: int) -> list[DocumentRecord]:
         rows = await self._execute(
             "SELECT d.doc_id, d.collection, d.path, d.title, d.content_hash, d.size, d.metadata, "
-            "(SELECT COUNT(*) FROM {s}.chunks c WHERE c.doc_id = d.doc_id) FROM {s}.documents d "
+            "(SELECT COUNT(*) FROM {s}.chunks c WHERE c.doc_id = d.doc_id), d.tenant FROM {s}.documents d "
             f"WHERE {where} ORDER BY d.collection, d.path LIMIT %s OFFSET %s", (*params, limit, offset))
-        return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], int(r[5]), dict(r[6]), int(r[7])) for r in rows]
+        return [DocumentRecord(r[0], r[1], r[2], r[3], r[4], int(r[5]), dict(r[6]), int(r[7]), r[8]) for r in rows]
 
-    def _filters(self, collection: str | None, path_glob: str | None) -> tuple[str, list[Any]]:
-        sql, params = "", []
+    def _filters(self, tenant: str, collection: str | None, path_glob: str | None) -> tuple[str, list[Any]]:
+        sql, params = " AND tenant = %s", [tenant]
         if collection:
             sql += " AND collection = %s"
             params.append(collection)
@@ -296,34 +344,35 @@ class PgVectorStore:
         return sql, params
 
     async def keyword_search(
-        self, query: str, k: int, *, collection: str | None = None, path_glob: str | None = None
+        self, query: str, k: int, *, collection: str | None = None, path_glob: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> Ranked:
         terms = query_terms(query)
         if not terms:
             return []
         tsquery = " | ".join(terms)
-        where, params = self._filters(collection, path_glob)
+        where, params = self._filters(tenant, collection, path_glob)
         rows = await self._execute(
             "SELECT chunk_id, ts_rank_cd(tsv, q) AS s FROM {s}.chunks, to_tsquery('english', %s) q "
             f"WHERE tsv @@ q{where} ORDER BY s DESC LIMIT %s", (tsquery, *params, k))
         return [(cid, float(s)) for cid, s in rows]
 
     async def vector_search(
-        self, vector: np.ndarray, k: int, *, collection: str | None = None, path_glob: str | None = None
+        self, vector: np.ndarray, k: int, *, collection: str | None = None, path_glob: str | None = None,
+        tenant: str = ANONYMOUS,
     ) -> Ranked:
         import psycopg
 
         if self._pool is None:
             raise StorageError("The pgvector store is not open; call open() first.")
-        where, params = self._filters(collection, path_glob)
+        where, params = self._filters(tenant, collection, path_glob)
         query = np.asarray(vector, dtype=np.float32).reshape(-1)
         sql = self._sql(f"SELECT chunk_id, 1 - (embedding <=> %s::{{vt}}) FROM {{s}}.chunks WHERE true{where} "
                         f"ORDER BY embedding <=> %s::{{vt}} LIMIT %s")
         try:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 await cur.execute(f"SET LOCAL hnsw.ef_search = {int(max(self.ef_search, k))}")
-                if where:
-                    await cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")
+                await cur.execute("SET LOCAL hnsw.iterative_scan = relaxed_order")  # always filtered (tenant)
                 await cur.execute(sql, (query, *params, query, k))
                 rows = await cur.fetchall()
         except psycopg.Error as exc:
@@ -331,20 +380,20 @@ class PgVectorStore:
         ranked = [(cid, float(s)) for cid, s in rows]
         return sorted(ranked, key=lambda kv: kv[1], reverse=True)
 
-    async def fetch_hits(self, chunk_ids: Sequence[str]) -> dict[str, SearchHit]:
+    async def fetch_hits(self, chunk_ids: Sequence[str], *, tenant: str = ANONYMOUS) -> dict[str, SearchHit]:
         if not chunk_ids:
             return {}
         rows = await self._execute(
             "SELECT chunk_id, doc_id, path, title, text, heading, ordinal, collection FROM {s}.chunks "
-            "WHERE chunk_id = ANY(%s)", (list(chunk_ids),))
+            "WHERE chunk_id = ANY(%s) AND tenant = %s", (list(chunk_ids), tenant))
         return {r[0]: SearchHit(r[0], r[1], r[2], r[3], r[4], 0.0, r[5], {"ordinal": r[6], "collection": r[7]})
                 for r in rows}
 
     async def iter_documents(
-        self, collection: str
+        self, collection: str, *, tenant: str = ANONYMOUS
     ) -> AsyncIterator[tuple[DocumentRecord, list[ChunkRecord], np.ndarray]]:
         offset = 0
-        while docs := await self.list_documents(collection, limit=50, offset=offset):
+        while docs := await self.list_documents(collection, limit=50, offset=offset, tenant=tenant):
             for doc in docs:
                 rows = await self._execute(
                     "SELECT chunk_id, doc_id, ordinal, heading, text, content_hash, token_count, embedding::vector "
@@ -371,47 +420,55 @@ class PgVectorStore:
         try:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 for doc, chunks, vectors in items:
+                    await cur.execute(self._sql("SELECT tenant FROM {s}.documents WHERE doc_id = %s FOR UPDATE"),
+                                      (doc.doc_id,))
+                    owner = await cur.fetchone()
+                    if owner is not None and owner[0] != doc.tenant:
+                        raise StorageError(f"Document id {doc.doc_id!r} is already in use; documents get new ids "
+                                           "from their tenant, collection and path.")
                     await cur.execute(self._sql(
-                        "INSERT INTO {s}.collections (name, version) VALUES (%s, 1) "
-                        "ON CONFLICT (name) DO UPDATE SET version = {s}.collections.version + 1"), (doc.collection,))
+                        "INSERT INTO {s}.collections (tenant, name, version) VALUES (%s, %s, 1) "
+                        "ON CONFLICT (tenant, name) DO UPDATE SET version = {s}.collections.version + 1"),
+                        (doc.tenant, doc.collection))
                     await cur.execute(self._sql("DELETE FROM {s}.chunks WHERE doc_id = %s"), (doc.doc_id,))
                     await cur.execute(self._sql(
-                        "INSERT INTO {s}.documents (doc_id, collection, path, title, content_hash, size, metadata) "
-                        "VALUES (%s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO UPDATE SET "
+                        "INSERT INTO {s}.documents (doc_id, tenant, collection, path, title, content_hash, size, "
+                        "metadata) VALUES (%s, %s, %s, %s, %s, %s, %s, %s) ON CONFLICT (doc_id) DO UPDATE SET "
                         "title = EXCLUDED.title, content_hash = EXCLUDED.content_hash, size = EXCLUDED.size, "
                         "metadata = EXCLUDED.metadata"),
-                        (doc.doc_id, doc.collection, doc.path, doc.title, doc.content_hash, doc.size,
+                        (doc.doc_id, doc.tenant, doc.collection, doc.path, doc.title, doc.content_hash, doc.size,
                          json.dumps(doc.metadata)))
                     if chunks:
                         await cur.executemany(self._sql(
-                            "INSERT INTO {s}.chunks (chunk_id, doc_id, collection, path, title, ordinal, heading, "
-                            "text, content_hash, token_count, embedding) "
-                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector::{vt})"),
-                            [(c.chunk_id, doc.doc_id, doc.collection, doc.path, doc.title, c.ordinal, c.heading,
-                              c.text, c.content_hash, c.token_count, np.asarray(v, dtype=np.float32))
+                            "INSERT INTO {s}.chunks (chunk_id, doc_id, tenant, collection, path, title, ordinal, "
+                            "heading, text, content_hash, token_count, embedding) "
+                            "VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s::vector::{vt})"),
+                            [(c.chunk_id, doc.doc_id, doc.tenant, doc.collection, doc.path, doc.title, c.ordinal,
+                              c.heading, c.text, c.content_hash, c.token_count, np.asarray(v, dtype=np.float32))
                              for c, v in zip(chunks, vectors, strict=True)])
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL store write failed: {exc}") from exc
         self._inserted += sum(len(chunks) for _, chunks, _ in items)
 
-    async def delete_documents(self, doc_ids: Sequence[str]) -> list[DocumentRecord]:
+    async def delete_documents(self, doc_ids: Sequence[str], *, tenant: str = ANONYMOUS) -> list[DocumentRecord]:
         import psycopg
 
-        deleted = [d for d in [await self._maybe_document(i) for i in dict.fromkeys(doc_ids)] if d is not None]
+        deleted = [d for d in [await self._maybe_document(i, tenant) for i in dict.fromkeys(doc_ids)] if d is not None]
         if not deleted:
             return []
         try:
             async with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cur:
                 for doc in deleted:
-                    await cur.execute(self._sql("DELETE FROM {s}.documents WHERE doc_id = %s"), (doc.doc_id,))
-                    await cur.execute(self._sql("UPDATE {s}.collections SET version = version + 1 WHERE name = %s"),
-                                      (doc.collection,))
+                    await cur.execute(self._sql("DELETE FROM {s}.documents WHERE doc_id = %s AND tenant = %s"),
+                                      (doc.doc_id, tenant))
+                    await cur.execute(self._sql("UPDATE {s}.collections SET version = version + 1 "
+                                                "WHERE tenant = %s AND name = %s"), (tenant, doc.collection))
         except psycopg.Error as exc:
             raise StorageError(f"PostgreSQL store delete failed: {exc}") from exc
         return deleted
 
-    async def _maybe_document(self, doc_id: str) -> DocumentRecord | None:
+    async def _maybe_document(self, doc_id: str, tenant: str) -> DocumentRecord | None:
         try:
-            return await self.get_document(doc_id)
+            return await self.get_document(doc_id, tenant=tenant)
         except NotFoundError:
             return None

@@ -5,9 +5,13 @@ under one of ``rag.allowed_roots``; anything else is 403) or ``files`` (uploads 
 ``{"filename", "content_base64"}``; stored under the logical path ``upload/<filename>``), plus
 optional ``collection`` and ``prune``; or ``multipart/form-data`` with one ``files`` part per
 uploaded file and an optional ``collection`` field. It answers the ingestion report.
-``GET /v1/documents`` lists documents (404 for an unknown ``collection``), ``DELETE
-/v1/documents/{id}`` removes one (404 when unknown), ``POST /v1/search`` returns ranked chunks
-with RRF scores and the collection's ``index_version``.
+``GET /v1/documents`` lists documents (404 for an unknown ``collection``), ``GET
+/v1/documents/{id}`` reads one, ``DELETE /v1/documents/{id}`` removes one (404 when unknown),
+``POST /v1/search`` returns ranked chunks with RRF scores and the collection's ``index_version``.
+
+Every route acts as the caller's tenant (``require_api_key``): it ingests into, lists, reads,
+deletes and searches that tenant's collections only. Another tenant's collection or document is
+answered exactly like one that does not exist (404, never 403), so its existence is not revealed.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from sovereign.rag.stores.base import check_collection
 from sovereign.server.schemas import UnicodeChecked
 from sovereign.server.state import get_state, require_api_key
 
+# every route needs a key; the routes also take the tenant (FastAPI resolves the dependency once)
 router = APIRouter(dependencies=[Depends(require_api_key)])
 
 
@@ -163,20 +168,21 @@ async def _multipart_sources(request: Request, tmp: Path) -> tuple[list[SourceFi
 
 
 @router.post("/v1/documents", openapi_extra=_INGEST_OPENAPI)
-async def ingest_documents(request: Request) -> dict[str, Any]:
-    """Ingest a server-side path or uploaded files (JSON base64 or multipart); returns the ingestion report."""
+async def ingest_documents(request: Request, tenant: str = Depends(require_api_key)) -> dict[str, Any]:
+    """Ingest a server-side path or uploaded files (JSON base64 or multipart) into the caller's
+    collection; returns the ingestion report."""
     service = _service(request)
     if request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         with tempfile.TemporaryDirectory(prefix="sovereign-upload-") as tmp:
             sources, collection = await _multipart_sources(request, Path(tmp))
-            report = await service.ingest_files(sources, collection)
-        return await _report(service, collection, report)
+            report = await service.ingest_files(sources, collection, tenant=tenant)
+        return await _report(service, collection, tenant, report)
     body = await _json_body(request)
     if (body.path is None) == (body.files is None):
         raise InvalidRequestError("Send exactly one of 'path' or 'files'.", param="path")
     if body.path is not None:
         root = _allowed(body.path, get_state(request).settings.rag.allowed_roots)
-        report = await service.ingest_paths([root], body.collection, prune=body.prune)
+        report = await service.ingest_paths([root], body.collection, prune=body.prune, tenant=tenant)
     else:
         with tempfile.TemporaryDirectory(prefix="sovereign-upload-") as tmp:
             json_sources = []
@@ -190,46 +196,55 @@ async def ingest_documents(request: Request) -> dict[str, Any]:
                 real = Path(tmp) / f"{i}-{name}"
                 real.write_bytes(data)
                 json_sources.append(SourceFile(real, f"upload/{name}"))
-            report = await service.ingest_files(json_sources, body.collection)
-    return await _report(service, body.collection, report)
+            report = await service.ingest_files(json_sources, body.collection, tenant=tenant)
+    return await _report(service, body.collection, tenant, report)
 
 
-async def _report(service: RagService, collection: str | None, report: IngestReport) -> dict[str, Any]:
+async def _report(service: RagService, collection: str | None, tenant: str, report: IngestReport) -> dict[str, Any]:
     name = collection or service.default_collection
     return {"object": "ingest.report", "collection": name,
-            "index_version": await service.store.index_version(name), **report.to_dict()}
+            "index_version": await service.store.index_version(name, tenant=tenant), **report.to_dict()}
 
 
 @router.get("/v1/documents")
 async def list_documents(
     request: Request, collection: str | None = None, limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0),
+    offset: int = Query(0, ge=0), tenant: str = Depends(require_api_key),
 ) -> dict[str, Any]:
-    """Documents (optionally of one collection), ordered by path; 404 for an unknown collection."""
+    """The caller's documents (optionally of one collection), ordered by path; 404 for a collection
+    the caller does not have."""
     store = _service(request).store
     if collection is not None:
         check_collection(collection)
-        if collection not in await store.collections():
+        if collection not in await store.collections(tenant=tenant):
             raise NotFoundError(f"Unknown collection {collection!r}; ingest documents into it first.",
                                 param="collection")
-    docs = await store.list_documents(collection, limit=limit, offset=offset)
+    docs = await store.list_documents(collection, limit=limit, offset=offset, tenant=tenant)
     return {"object": "list", "data": [d.to_dict() for d in docs]}
 
 
+@router.get("/v1/documents/{doc_id}")
+async def get_document(request: Request, doc_id: str, tenant: str = Depends(require_api_key)) -> dict[str, Any]:
+    """One of the caller's documents (``object: document``); 404 when unknown or another tenant's."""
+    doc = await _service(request).store.get_document(doc_id, tenant=tenant)
+    return {"object": "document", **doc.to_dict()}
+
+
 @router.delete("/v1/documents/{doc_id}")
-async def delete_document(request: Request, doc_id: str) -> dict[str, Any]:
-    """Delete one document and its chunks (404 when unknown)."""
-    doc = await _service(request).delete_document(doc_id)
+async def delete_document(request: Request, doc_id: str, tenant: str = Depends(require_api_key)) -> dict[str, Any]:
+    """Delete one of the caller's documents and its chunks (404 when unknown or another tenant's)."""
+    doc = await _service(request).delete_document(doc_id, tenant=tenant)
     return {"id": doc.doc_id, "object": "document", "deleted": True, "collection": doc.collection}
 
 
 @router.post("/v1/search")
-async def search(request: Request, body: SearchBody) -> dict[str, Any]:
-    """Hybrid search (BM25 + vectors, RRF); 400 on an empty query or bad top_k, 404 on unknown collection."""
+async def search(request: Request, body: SearchBody, tenant: str = Depends(require_api_key)) -> dict[str, Any]:
+    """Hybrid search over the caller's documents (BM25 + vectors, RRF); 400 on an empty query or bad
+    top_k, 404 on a collection the caller does not have."""
     service = _service(request)
     top_k = body.top_k if body.top_k is not None else service.settings.rag.top_k
-    hits = await service.retriever.search(body.query, top_k=top_k, collection=body.collection,
-                                          path_glob=body.path_glob)
+    hits = await service.retriever_for(tenant).search(body.query, top_k=top_k, collection=body.collection,
+                                                      path_glob=body.path_glob)
     data = [{**h.source(), "text": h.text, "metadata": h.metadata} for h in hits]
-    version = await service.store.index_version(body.collection) if body.collection else None
+    version = await service.store.index_version(body.collection, tenant=tenant) if body.collection else None
     return {"object": "list", "data": data, "collection": body.collection, "index_version": version}
