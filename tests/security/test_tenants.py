@@ -317,9 +317,10 @@ KEYS = {A: "tenant-test-secret-a", B: "tenant-test-secret-b"}
 
 @pytest.fixture(scope="module")
 def keyed_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """A gateway whose keys belong to tenants A and B; cache on; ``docs`` the default collection."""
+    """A gateway whose keys belong to tenants A and B (admin scope: deleting documents needs it);
+    cache on; ``docs`` the default collection."""
     server = start_server(tmp_path_factory.mktemp("tenants"), {
-        "SOVEREIGN_SERVER__API_KEYS_ENV": "TENANT_TEST_KEYS",
+        "SOVEREIGN_SERVER__ADMIN_KEYS_ENV": "TENANT_TEST_KEYS",
         "TENANT_TEST_KEYS": f"{KEYS[A]},{KEYS[B]}",
         "SOVEREIGN_ENGINE__N_CTX": "2048", "SOVEREIGN_RAG__DEFAULT_COLLECTION": "docs",
     })

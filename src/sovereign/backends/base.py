@@ -174,8 +174,8 @@ class SourceScoped(Protocol):
     ``SourceScoped`` answers from the model alone.
     """
 
-    async def source_scope(self, metadata: dict[str, str] | None) -> tuple[str, int]:
-        """``(collection, index_version)`` the answer to a request with ``metadata`` would read.
+    async def source_scope(self, metadata: dict[str, str] | None, tenant: str | None = None) -> tuple[str, int]:
+        """``(collection, index_version)`` the answer to ``tenant``'s request with ``metadata`` would read.
 
         Raises:
             LookupError: the index version cannot be known now (the store is down); do not cache.

@@ -105,7 +105,7 @@ async def plan_request(
     scope: tuple[str, int] | None = None
     if isinstance(backend, SourceScoped):
         try:
-            scope = await backend.source_scope(metadata)
+            scope = await backend.source_scope(metadata, tenant)
         except LookupError:
             return CachePlan(cache, status="bypass")
     key = cache_key(

@@ -32,7 +32,7 @@ from sovereign.rag.ingest import IngestReport, SourceFile
 from sovereign.rag.service import RagService
 from sovereign.rag.stores.base import check_collection
 from sovereign.server.schemas import UnicodeChecked
-from sovereign.server.state import get_state, require_api_key
+from sovereign.server.state import get_state, require_admin, require_api_key
 
 # every route needs a key; the routes also take the tenant (FastAPI resolves the dependency once)
 router = APIRouter(dependencies=[Depends(require_api_key)])
@@ -230,9 +230,10 @@ async def get_document(request: Request, doc_id: str, tenant: str = Depends(requ
     return {"object": "document", **doc.to_dict()}
 
 
-@router.delete("/v1/documents/{doc_id}")
+@router.delete("/v1/documents/{doc_id}", dependencies=[Depends(require_admin)])
 async def delete_document(request: Request, doc_id: str, tenant: str = Depends(require_api_key)) -> dict[str, Any]:
-    """Delete one of the caller's documents and its chunks (404 when unknown or another tenant's)."""
+    """Delete one of the caller's tenant's documents and its chunks: a key of scope admin (403 for a
+    user key; 404 when unknown or another tenant's)."""
     doc = await _service(request).delete_document(doc_id, tenant=tenant)
     return {"id": doc.doc_id, "object": "document", "deleted": True, "collection": doc.collection}
 
