@@ -168,3 +168,23 @@ class VectorStoreContract:
             got_chunks, got_vectors = seen[doc.path]
             assert [c.text for c in got_chunks] == [c.text for c in chunks]
             np.testing.assert_allclose(got_vectors, vectors, atol=1e-3)
+
+    async def test_tenants_share_no_collection_document_or_hit(self, store: VectorStore) -> None:
+        """Two tenants, one collection name: neither lists, reads, finds, reuses nor deletes the other's."""
+        from dataclasses import replace
+
+        a_doc, a_chunks, a_vec = make_doc("shared", "/t/a.md", ["walrus tusks are ivory"], 21)
+        b_doc, b_chunks, b_vec = make_doc("shared", "/t/b.md", ["walrus colonies sleep on ice"], 22)
+        a_doc, b_doc = replace(a_doc, tenant="tenant-a"), replace(b_doc, tenant="tenant-b")
+        await store.upsert_documents([(a_doc, a_chunks, a_vec), (b_doc, b_chunks, b_vec)])
+        assert await store.collections(tenant="tenant-a") == {"shared": 1}
+        assert "shared" not in await store.collections()  # the anonymous tenant sees neither
+        with pytest.raises(NotFoundError):
+            await store.get_document(b_doc.doc_id, tenant="tenant-a")
+        hits = await store.keyword_search("walrus", collection="shared", k=10, tenant="tenant-a")
+        assert {chunk_id for chunk_id, _ in hits} == {a_chunks[0].chunk_id}
+        near = await store.vector_search(b_vec[0], collection="shared", k=10, tenant="tenant-a")
+        assert {chunk_id for chunk_id, _ in near} == {a_chunks[0].chunk_id}
+        assert await store.vectors_for_hashes([b_chunks[0].content_hash], tenant="tenant-a") == {}
+        assert await store.delete_documents([b_doc.doc_id], tenant="tenant-a") == []
+        assert (await store.get_document(b_doc.doc_id, tenant="tenant-b")).path == "/t/b.md"
