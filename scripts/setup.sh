@@ -58,6 +58,7 @@ if [[ $DEV == 1 ]]; then
   { command -v promtool && command -v prometheus; } >/dev/null || missing+=(prometheus)
   { command -v nginx || [[ -x /usr/sbin/nginx ]]; } >/dev/null || missing+=(nginx)  # /usr/sbin: not on a user PATH
   command -v borg >/dev/null || missing+=(borgbackup)
+  command -v strace >/dev/null || missing+=(strace)  # tests/security/test_zero_egress.py
   if (( ${#missing[@]} )); then
     echo "setup: installing Debian packages: ${missing[*]}"
     SUDO=""; [[ $(id -u) == 0 ]] || SUDO="sudo"

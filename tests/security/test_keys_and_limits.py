@@ -63,7 +63,7 @@ async def test_keys_verify_only_with_the_right_secret_and_only_while_valid(ring:
     key_id, secret = parse_token(plaintext)  # type: ignore[misc]
     assert await ring.verify(f"sk-sov-{key_id}.{'x' * len(secret)}") is None  # wrong secret
     assert await ring.verify("sk-sov-nothex.abc") is None and await ring.verify("Bearer nonsense") is None
-    stored = [r for r in await ring.store.keys(key_id)][0]
+    (stored,) = await ring.store.keys(key_id)
     assert stored["hash"] != secret and len(stored["hash"]) == 64  # HMAC-SHA256 hex, never the secret
     await ring.revoke(row["id"])
     time.sleep(0.02)

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import onnxruntime  # noqa: F401  (import order, see above)
 from usearch.index import Index
+
+from sovereign.rag.onnx_runtime import onnxruntime  # noqa: F401  (import order, see above)
 
 
 def new_index(dimensions: int, metric: str, dtype: str = "f32", **options: Any) -> Index:

@@ -60,8 +60,9 @@ class OnnxMiniLMEmbedder:
     dimensions = DIMENSIONS
 
     def __init__(self, settings: EmbeddingSettings) -> None:
-        import onnxruntime as ort
         from tokenizers import Tokenizer
+
+        from sovereign.rag.onnx_runtime import onnxruntime as ort
 
         self.settings = settings
         self.name = settings.model_name

@@ -362,3 +362,57 @@ class EmbeddingRequest(WireModel):
         if any(not text.strip() for text in texts):
             raise InvalidRequestError("input strings must not be empty.", param="input")
         return texts
+
+
+def openapi_body(model: type[BaseModel]) -> dict[str, Any]:
+    """``openapi_extra`` declaring ``model`` as the JSON request body of a route that parses its body
+    itself (so that the OpenAPI schema, and clients and fuzzers generated from it, know the body).
+
+    Returns ``{"requestBody": {"required": True, "content": {"application/json": {"schema": ...}}}}``
+    with the model's ``$defs`` references inlined (``openapi_extra`` cannot add components).
+    """
+    schema = model.model_json_schema()
+    defs = schema.pop("$defs", {})
+
+    def inline(node: Any) -> Any:
+        if isinstance(node, dict):
+            ref = node.get("$ref")
+            if isinstance(ref, str) and ref.startswith("#/$defs/"):
+                return inline(defs[ref.rsplit("/", 1)[1]])
+            return {key: inline(value) for key, value in node.items()}
+        if isinstance(node, list):
+            return [inline(value) for value in node]
+        return node
+
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": inline(schema)}}}}
+
+
+class ErrorDetail(BaseModel):
+    """The inside of the OpenAI error envelope."""
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | int | None = None
+
+
+class ErrorEnvelope(BaseModel):
+    """``{"error": {"message", "type", "param", "code"}}``: the body of every error answer of the
+    OpenAI-shaped routes (:meth:`sovereign.errors.SovereignError.to_envelope`, validation errors
+    included: those are 400, never FastAPI's 422)."""
+
+    error: ErrorDetail
+
+
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorEnvelope, "description": text} for status, text in (
+        (400, "Invalid request (malformed JSON, a wrong or missing field, an unsupported parameter)."),
+        (401, "Missing or unknown API key."),
+        (403, "The key lacks the scope this route needs."),
+        (404, "Unknown model, route or resource."),
+        (413, "Request body larger than server.max_body_bytes."),
+        (429, "Rate limit reached (Retry-After says when to retry)."),
+        (503, "Engine overloaded, still loading or unavailable, or the room serving this route is off."),
+    )
+}
+"""``responses=`` of a router whose routes answer errors in :class:`ErrorEnvelope` (OpenAPI documents them)."""

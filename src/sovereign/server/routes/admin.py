@@ -14,10 +14,10 @@ from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
 from sovereign.backends.routing_table import RouteControl
-from sovereign.server.schemas import UnicodeChecked
+from sovereign.server.schemas import ERROR_RESPONSES, UnicodeChecked
 from sovereign.server.state import get_state, require_admin
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 class _Body(UnicodeChecked):

@@ -209,7 +209,7 @@ async def _report(service: RagService, collection: str | None, tenant: str, repo
 @router.get("/v1/documents")
 async def list_documents(
     request: Request, collection: str | None = None, limit: int = Query(100, ge=1, le=1000),
-    offset: int = Query(0, ge=0), tenant: str = Depends(require_api_key),
+    offset: int = Query(0, ge=0, le=2**63 - 1), tenant: str = Depends(require_api_key),
 ) -> dict[str, Any]:
     """The caller's documents (optionally of one collection), ordered by path; 404 for a collection
     the caller does not have."""

@@ -7,10 +7,10 @@ from fastapi import APIRouter, Depends, Request
 from sovereign.errors import UnsupportedParameterError
 from sovereign.rag.embeddings import encode_vector
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.schemas import EmbeddingRequest
+from sovereign.server.schemas import ERROR_RESPONSES, EmbeddingRequest
 from sovereign.server.state import get_state, ignored_fields_headers, require_api_key
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 @router.post("/v1/embeddings")

@@ -11,11 +11,11 @@ from fastapi.responses import StreamingResponse
 
 from sovereign.server.request_flow import generate
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.schemas import ChatCompletionRequest, CompletionRequest, SamplingFields
+from sovereign.server.schemas import ERROR_RESPONSES, ChatCompletionRequest, CompletionRequest, SamplingFields
 from sovereign.server.state import ignored_fields_headers, require_api_key
 from sovereign.server.streaming import CompletionShape
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 
 
 def shape_for(body: SamplingFields, *, chat: bool) -> CompletionShape:

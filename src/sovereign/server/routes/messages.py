@@ -10,11 +10,11 @@ takes the chat path (:func:`sovereign.server.request_flow.generate`) with
 from __future__ import annotations
 
 import logging
-from typing import TypeVar
+from typing import Literal, TypeVar
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from sovereign.errors import InvalidRequestError, SovereignError
 from sovereign.server.anthropic_wire import (
@@ -29,7 +29,21 @@ from sovereign.server.schemas import openapi_body
 from sovereign.server.state import get_state, ignored_fields_headers, require_api_key
 
 log = logging.getLogger("sovereign.server")
-router = APIRouter()
+
+
+class AnthropicErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class AnthropicError(BaseModel):
+    """Anthropic's error envelope, the body of every error answer of these routes (OpenAPI documents it)."""
+
+    type: Literal["error"]
+    error: AnthropicErrorDetail
+
+
+router = APIRouter(responses={status: {"model": AnthropicError} for status in (400, 401, 403, 404, 413, 429, 503)})
 Body = TypeVar("Body", CountTokensRequest, MessagesRequest)
 
 

@@ -8,9 +8,10 @@ from fastapi import APIRouter, Depends, Request
 
 from sovereign.backends.base import FEATURES
 from sovereign.backends.registry import ModelInfo
+from sovereign.server.schemas import ERROR_RESPONSES
 from sovereign.server.state import get_state, require_api_key
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 _CREATED = int(time.time())
 
 

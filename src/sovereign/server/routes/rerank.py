@@ -17,10 +17,10 @@ import numpy as np
 from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from sovereign.server.schemas import UnicodeChecked
+from sovereign.server.schemas import ERROR_RESPONSES, UnicodeChecked
 from sovereign.server.state import get_state, require_api_key
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 MAX_DOCUMENTS = 1000
 
 

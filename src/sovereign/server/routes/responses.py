@@ -25,10 +25,11 @@ from sovereign.server.request_flow import generate
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.responses_shape import ResponsesShape
 from sovereign.server.responses_wire import ResponsesRequest, echo
+from sovereign.server.schemas import ERROR_RESPONSES
 from sovereign.server.state import get_state, ignored_fields_headers, require_api_key
 from sovereign.types import ChatMessage, ToolCall
 
-router = APIRouter()
+router = APIRouter(responses=ERROR_RESPONSES)
 STORE_CAPACITY = 1024
 Conversation = tuple[ChatMessage, ...]
 

@@ -7,9 +7,10 @@ from typing import Any
 
 from fastapi import APIRouter, Depends
 
+from sovereign.server.schemas import ERROR_RESPONSES
 from sovereign.server.state import require_admin
 
-router = APIRouter(dependencies=[Depends(require_admin)])
+router = APIRouter(dependencies=[Depends(require_admin)], responses=ERROR_RESPONSES)
 
 
 @router.get("/v1/system")

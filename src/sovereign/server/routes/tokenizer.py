@@ -16,10 +16,10 @@ from pydantic import Field, model_validator
 
 from sovereign.backends.base import ChatBackend, Tokenizing
 from sovereign.errors import InvalidRequestError, UnsupportedParameterError
-from sovereign.server.schemas import UnicodeChecked
+from sovereign.server.schemas import ERROR_RESPONSES, UnicodeChecked
 from sovereign.server.state import get_state, require_api_key
 
-router = APIRouter(dependencies=[Depends(require_api_key)])
+router = APIRouter(dependencies=[Depends(require_api_key)], responses=ERROR_RESPONSES)
 
 
 class TokenizeBody(UnicodeChecked):
