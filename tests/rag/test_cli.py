@@ -189,7 +189,10 @@ def test_migrate_store_copies_a_collection_to_pgvector(pg_env: dict[str, str], e
 
 
 def test_migrate_store_bad_input(pg_env: dict[str, str]) -> None:
+    """Bad input: an unknown collection, another tenant's collection, no PostgreSQL DSN."""
     user_error(run_cli("migrate-store", "--collection", "typo", env=pg_env), "no collection 'typo'")
+    user_error(run_cli("migrate-store", "--collection", "pydocs", "--tenant", "key-9", env=pg_env),
+               "no collection 'pydocs' of tenant 'key-9'")  # pydocs is the anonymous tenant's
     no_dsn = {k: v for k, v in pg_env.items() if k != "SOVEREIGN_RAG__PG_DSN_ENV"}
     user_error(run_cli("migrate-store", "--collection", "pydocs", env=no_dsn), "pg_dsn_env")
 

@@ -10,20 +10,23 @@ import typer
 from rich.console import Console
 
 from sovereign.cli.common import ConfigOption, settings_from
+from sovereign.rag.models import ANONYMOUS
 
 
-async def copy_collection(source: object, target: object, collection: str, batch: int = 20) -> tuple[int, int]:
-    """Copy every document of ``collection`` (chunks and vectors, no re-embedding); returns (docs, chunks).
+async def copy_collection(source: object, target: object, collection: str, batch: int = 20, *,
+                          tenant: str = ANONYMOUS) -> tuple[int, int]:
+    """Copy every document of ``tenant``'s ``collection`` (chunks and vectors, no re-embedding; the
+    documents keep their tenant); returns (docs, chunks).
 
     Documents already in the target with the same content hash are skipped, so a re-run resumes.
     """
     from sovereign.rag.stores.base import VectorStore
 
     assert isinstance(source, VectorStore) and isinstance(target, VectorStore)
-    known = await target.known_documents(collection)
+    known = await target.known_documents(collection, tenant=tenant)
     docs = chunks = 0
     pending = []
-    async for doc, doc_chunks, vectors in source.iter_documents(collection):
+    async for doc, doc_chunks, vectors in source.iter_documents(collection, tenant=tenant):
         if known.get(doc.path, ("", ""))[1] == doc.content_hash:
             continue
         pending.append((doc, doc_chunks, vectors))
@@ -37,7 +40,7 @@ async def copy_collection(source: object, target: object, collection: str, batch
     return docs, chunks
 
 
-async def _run(collection: str | None, config: Path | None) -> None:
+async def _run(collection: str | None, tenant: str, config: Path | None) -> None:
     from sovereign.errors import NotFoundError
     from sovereign.rag.stores import build_store
 
@@ -47,11 +50,12 @@ async def _run(collection: str | None, config: Path | None) -> None:
     target = build_store(settings, "pgvector")
     await source.open()
     try:
-        if name not in await source.collections():
-            raise NotFoundError(f"The embedded store has no collection {name!r}.", param="collection")
+        if name not in await source.collections(tenant=tenant):
+            raise NotFoundError(f"The embedded store has no collection {name!r} of tenant {tenant!r}.",
+                                param="collection")
         await target.open()
         try:
-            docs, chunks = await copy_collection(source, target, name)
+            docs, chunks = await copy_collection(source, target, name, tenant=tenant)
         finally:
             await target.close()
     finally:
@@ -61,10 +65,11 @@ async def _run(collection: str | None, config: Path | None) -> None:
 
 def migrate_store(
     collection: Annotated[str | None, typer.Option(help="Collection (default: rag.default_collection).")] = None,
+    tenant: Annotated[str, typer.Option(help="Whose collection (default: the single-user tenant).")] = ANONYMOUS,
     config: ConfigOption = None,
 ) -> None:
-    """Copy a collection from the embedded store to pgvector (needs rag.pg_dsn_env)."""
-    asyncio.run(_run(collection, config))
+    """Copy a tenant's collection from the embedded store to pgvector (needs rag.pg_dsn_env)."""
+    asyncio.run(_run(collection, tenant, config))
 
 
 def register(app: typer.Typer) -> None:

@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -119,13 +120,14 @@ class ControlStore(Protocol):
     async def close(self) -> None: ...
 
 
-class _SqlControlStore:
+class _SqlControlStore(ABC):
     """The store's logic over ``_query(sql, params) -> rows`` (``?`` placeholders)."""
 
     schema_version = 0
 
+    @abstractmethod
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
-        raise NotImplementedError
+        """Run one statement (autocommit); its rows, or [] for a statement without a result."""
 
     async def flag_values(self) -> dict[str, dict[str, Any]]:
         rows = await self._query("SELECT name, value FROM sovereign_flag_values")

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from usearch.index import Index
-
 from sovereign.rag.onnx_runtime import onnxruntime  # noqa: F401  (import order, see above)
+
+# isort: split
+from usearch.index import Index  # after onnxruntime, always (module docstring)
 
 
 def new_index(dimensions: int, metric: str, dtype: str = "f32", **options: Any) -> Index:
