@@ -30,34 +30,10 @@ from typing import Any
 import httpx
 
 from sovereign.backends.llama_process import free_port
+from sovereign.testing.canary import canary_config
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "bench" / "results"
-TOML = """
-[engine]
-n_ctx = 1024
-n_threads = 1
-[backends]
-retry_attempts = 1
-health_interval_s = 0
-[[backends.deployments]]
-name = "local"
-model = "canary"
-engine = "embedded"
-weight = 1
-[[backends.deployments]]
-name = "cand"
-model = "canary"
-engine = "vllm"
-base_url = "{fault}/v1"
-served_model = "fault"
-context_window = 4096
-weight = 0
-[flags]
-sync_s = 0.2
-[rollout]
-check_s = {check_s}
-"""
 
 
 def wait(url: str, proc: subprocess.Popen[bytes], timeout: float = 180) -> None:
@@ -115,7 +91,7 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="rollout-session-"))
     fault_port, port = free_port(), free_port()
     fault, gateway = f"http://127.0.0.1:{fault_port}", f"http://127.0.0.1:{port}"
-    (tmp / "sovereign.toml").write_text(TOML.format(fault=fault, check_s=args.check_s))
+    (tmp / "sovereign.toml").write_text(canary_config(fault, check_s=args.check_s))
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOVEREIGN_")}
     env.update(SOVEREIGN_CONFIG=str(tmp / "sovereign.toml"), SOVEREIGN_DATA_DIR=str(tmp / "data"))
     procs = [

@@ -24,44 +24,19 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from sovereign.testing.canary import ROUTE, canary_config
 from sovereign.testing.prometheus import prometheus_server
 from tests.conftest import LiveServer, start_server
 from tests.integration.test_remote_engines import Proc, arm
 from tests.integration.test_remote_engines import fault as fault
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-ROUTE = "canary"
-TOML = """
-[engine]
-n_ctx = 1024
-n_threads = 1
-[backends]
-retry_attempts = 1
-health_interval_s = 0
-[[backends.deployments]]
-name = "local"
-model = "canary"
-engine = "embedded"
-weight = 1
-[[backends.deployments]]
-name = "cand"
-model = "canary"
-engine = "vllm"
-base_url = "{fault}/v1"
-served_model = "fault"
-context_window = 4096
-weight = 0
-[flags]
-sync_s = 0.2
-[rollout]
-check_s = 0.5
-"""
 
 
 @pytest.fixture(scope="module")
 def gateway(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[LiveServer]:
     tmp = tmp_path_factory.mktemp("rollout")
-    (tmp / "sovereign.toml").write_text(TOML.format(fault=fault.url))
+    (tmp / "sovereign.toml").write_text(canary_config(fault.url))
     server = start_server(tmp / "data", {"SOVEREIGN_CONFIG": str(tmp / "sovereign.toml")})
     yield server
     server.stop()

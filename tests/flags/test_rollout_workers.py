@@ -16,8 +16,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from sovereign.testing.canary import ROUTE, canary_config
 from tests.conftest import LiveServer, start_server
-from tests.flags.test_rollout_live import ROUTE, TOML
 from tests.integration.test_remote_engines import Proc
 from tests.integration.test_remote_engines import fault as fault
 
@@ -49,7 +49,7 @@ def sides(url: str) -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def paths(tmp_path_factory: pytest.TempPathFactory, fault: Proc) -> Iterator[tuple[Path, Path]]:
     tmp = tmp_path_factory.mktemp("workers-rollout")
-    (tmp / "sovereign.toml").write_text(TOML.format(fault=fault.url))
+    (tmp / "sovereign.toml").write_text(canary_config(fault.url))
     yield tmp / "data", tmp / "sovereign.toml"
 
 
@@ -80,7 +80,7 @@ def test_two_gateways_on_one_postgresql_agree(tmp_path: Path, pg_uri: str, fault
     """Two "hosts" (separate data directories, one process each) share flags and rollouts through
     PostgreSQL (``flags.store_dsn_env``): a rollout started on one splits users alike on both."""
     config = tmp_path / "sovereign.toml"
-    config.write_text(TOML.format(fault=fault.url))
+    config.write_text(canary_config(fault.url))
     env = {"SOVEREIGN_CONFIG": str(config), "SOVEREIGN_FLAGS__STORE_DSN_ENV": "CONTROL_DSN", "CONTROL_DSN": pg_uri}
     one = start_server(tmp_path / "one", env)
     two = start_server(tmp_path / "two", env)

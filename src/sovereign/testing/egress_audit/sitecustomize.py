@@ -47,9 +47,13 @@ def _plain(value: Any) -> Any:
 
 def _family(sock: Any) -> str:
     try:
-        return socket.AddressFamily(sock.family).name
-    except (ValueError, AttributeError):
-        return str(getattr(sock, "family", "?"))
+        family = sock.family
+    except AttributeError:
+        return "?"
+    try:
+        return socket.AddressFamily(family).name
+    except ValueError:
+        return str(family)
 
 
 class _HideUvloop(importlib.abc.MetaPathFinder):
