@@ -298,6 +298,44 @@ class SecuritySettings(Section):
     )
 
 
+class DriftSettings(Section):
+    """Drift detection on live traffic (sovereign.observability.drift_monitor; needs the mlops extra)."""
+
+    enabled: bool = Field(
+        False, description="Record router decisions, collections, models, languages, finish reasons, prompt "
+        "lengths, retrieval scores and query projections, and test them against a baseline (docs/mlops.md).",
+    )
+    window_s: float = Field(3600.0, gt=0, description="Seconds of traffic a check compares with the baseline.")
+    check_s: float = Field(60.0, gt=0, description="Seconds between drift checks (each sets the drift gauges).")
+    flush_s: float = Field(
+        10.0, gt=0, description="Seconds between flushes of the in-memory buffer to data_dir/drift.sqlite.")
+    alpha: float = Field(
+        0.001, gt=0, lt=1, description="Significance level: a signal drifts when its test's p-value is below "
+        "alpha and its effect size passes the minimum (Cramér's V 0.1, KS D 0.1 or PSI 0.2).",
+    )
+    min_samples: int = Field(
+        200, ge=10, description="Observations needed on each side (window, baseline) before a signal is tested.")
+    max_buffer: int = Field(
+        20_000, ge=100, description="Observations buffered per worker between flushes; the oldest are dropped "
+        "beyond it.",
+    )
+    auto_baseline: bool = Field(
+        True, description="Capture the first full window as the baseline when none exists "
+        "(else POST /admin/drift/baseline or `sovereign drift baseline`).",
+    )
+
+
+class EvalSettings(Section):
+    """Evaluation runs (``sovereign eval``, rollout gates) and their MLflow tracking (the ``mlops`` extra)."""
+
+    mlflow_tracking_uri_env: str | None = Field(
+        None, description="Env var holding an MLflow tracking URI (a server URL, sqlite:///..., a folder); "
+        "unset = sqlite:///data_dir/mlflow/mlflow.db with artifacts in data_dir/mlflow/artifacts.",
+    )
+    mlflow_experiment: str = Field("sovereign-eval", min_length=1, description="MLflow experiment of eval runs.")
+    max_tokens: int = Field(256, ge=1, le=8192, description="Answer budget per question.")
+
+
 class RolloutSettings(Section):
     """Metric-gated canary rollouts (sovereign rollout)."""
 
@@ -398,6 +436,8 @@ class Settings(BaseSettings):
     security: SecuritySettings = Field(default_factory=SecuritySettings, description="API keys and limits.")
     flags: FlagsSettings = Field(default_factory=FlagsSettings, description="Feature flags.")
     rollout: RolloutSettings = Field(default_factory=RolloutSettings, description="Canary rollouts.")
+    drift: DriftSettings = Field(default_factory=DriftSettings, description="Drift detection on live traffic.")
+    eval: EvalSettings = Field(default_factory=EvalSettings, description="Evaluation runs and MLflow tracking.")
 
     _toml_file: Path | None = None
 

@@ -19,6 +19,7 @@ EXTRAS: dict[str, str] = {
     "agents": "the sovereign-agent pipeline (LangGraph)",
     "otel": "OpenTelemetry traces (OTLP/HTTP exporter)",
     "gpu": "GPU metrics and the hardware doctor on NVIDIA (nvidia-ml-py)",
+    "mlops": "drift detection (scipy), evaluation charts (matplotlib) and MLflow tracking (mlflow-skinny)",
 }
 """Extra name -> what it enables (``all`` installs every one)."""
 

@@ -88,6 +88,9 @@ class GenerationRequest:
     parameters}}``); ``tool_choice`` is ``"none" | "auto" | "required" | {"type": "function",
     "function": {"name": ...}}`` or None (the engine's default). ``tenant`` is the caller's tenant
     (from its API key), set by the request flow: pipeline models scope documents and threads by it.
+    ``deployment`` pins the request to one deployment of a routed model (no canary split, no
+    fallback): how an evaluation compares a candidate with the stable deployment. Set by the request
+    flow from the admin-only ``X-Sovereign-Deployment`` header; a pipeline model passes it on.
     """
 
     model: str
@@ -101,6 +104,7 @@ class GenerationRequest:
     tools: tuple[dict[str, Any], ...] = ()
     tool_choice: str | dict[str, Any] | None = None
     parallel_tool_calls: bool | None = None
+    deployment: str | None = None
 
     @property
     def is_chat(self) -> bool:

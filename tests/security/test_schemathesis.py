@@ -140,7 +140,8 @@ def asgi_schema(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
     registry.add_embedding(embedder)
     data: Path = tmp_path_factory.mktemp("schemathesis")
     # every room on (the response cache included: a room that is off answers 503 by design)
-    app = create_app(load_settings(data_dir=data, observability={"log_level": "CRITICAL"}), registry)
+    app = create_app(load_settings(data_dir=data, observability={"log_level": "CRITICAL"},
+                                   drift={"enabled": True}), registry)
     yield schemathesis.openapi.from_asgi("/openapi.json", app)
     from schemathesis.python.asgi import shutdown_lifespans
 

@@ -227,8 +227,18 @@ class Router:
     async def close(self) -> None:
         """Deployments are shared and closed by whoever built them (the routing plugin)."""
 
-    def order(self, user: str | None) -> list[Deployment]:
-        """Deployments to try, first pick (weighted, sticky per ``user``) first, then the rest in order."""
+    def order(self, user: str | None, pinned: str | None = None) -> list[Deployment]:
+        """Deployments to try, first pick (weighted, sticky per ``user``) first, then the rest in order.
+
+        ``pinned`` (a request's ``deployment``) is the only one tried. Raises InvalidRequestError
+        when this route has no deployment of that name."""
+        if pinned is not None:
+            chosen = [d for d in self.deployments if d.name == pinned]
+            if not chosen:
+                raise InvalidRequestError(
+                    f"Model {self.name} has no deployment {pinned!r} (it has: "
+                    f"{', '.join(d.name for d in self.deployments)}).", param="X-Sovereign-Deployment")
+            return chosen
         canary = self.canary
         weighted = [d for d in self.deployments if d.weight > 0]
         if canary is not None:
@@ -251,7 +261,7 @@ class Router:
         return [first, *(d for d in self.deployments if d is not first)]
 
     async def count_prompt_tokens(self, request: GenerationRequest) -> int:
-        return await self.order(request.user)[0].backend.count_prompt_tokens(request)
+        return await self.order(request.user, request.deployment)[0].backend.count_prompt_tokens(request)
 
     def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
         """Generate with fallback (module docstring). Raises as ChatBackend.stream; see also
@@ -287,7 +297,7 @@ class Router:
         errors: list[tuple[str, SovereignError]] = []
         previous: str | None = None
         needed = required_features(request)
-        for dep in self.order(request.user):
+        for dep in self.order(request.user, request.deployment):
             if dep.name in skip:
                 previous = dep.name
                 continue

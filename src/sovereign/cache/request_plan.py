@@ -102,6 +102,8 @@ async def plan_request(
         return CachePlan(cache, status="bypass")
     if request.tools or request.sampling.logprobs or any(m.parts for m in request.messages):
         return CachePlan(cache, status="bypass")  # entries hold text, keys hold text: calls, logprobs, images
+    if request.deployment is not None:
+        return CachePlan(cache, status="bypass")  # an evaluation of one deployment must reach it
     scope: tuple[str, int] | None = None
     if isinstance(backend, SourceScoped):
         try:

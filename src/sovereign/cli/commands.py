@@ -11,8 +11,8 @@ import typer
 
 from sovereign.hookspecs import hookimpl
 
-MODULES = ("agent", "ask", "backends", "backup", "cache", "chat", "doctor", "flags", "ingest", "keys",
-           "migrate_store", "models", "plan", "rollout", "search", "serve")
+MODULES = ("agent", "ask", "backends", "backup", "cache", "chat", "doctor", "drift", "evaluate", "flags", "ingest",
+           "keys", "migrate_store", "models", "plan", "rollout", "search", "serve")
 
 
 @hookimpl

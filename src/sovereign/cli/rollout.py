@@ -5,7 +5,9 @@ the stages and judges them (:mod:`sovereign.flags.service`). A rollout is named 
 (with ``--candidate DEPLOYMENT`` to start one) or ``--flag NAME``.
 
 Exit codes: 0 done; 1 an error (one line); with ``start --wait``: 3 rolled back or aborted, 4
-paused (an inconclusive stage waits for an operator).
+paused (an inconclusive stage waits for an operator). ``start --gate-dataset FILE --gate-min
+METRIC=VALUE`` makes the controller evaluate the candidate (:mod:`sovereign.evaluation`) before
+``--gate-stage`` and abort the rollout when a bound is missed.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from rich.table import Table
 
 from sovereign.cli.common import ConfigOption, KeyOption, UrlOption, admin_call, admin_client, seconds, settings_from
 from sovereign.errors import InvalidRequestError
+from sovereign.evaluation.gate import parse_bounds
 
 rollout_app = typer.Typer(help="Canary rollouts gated on metrics.", no_args_is_help=True)
 RouteOption = Annotated[str | None, typer.Option("--route", help="Model whose deployments are split.")]
@@ -58,6 +61,15 @@ def show(rollout: dict[str, Any], console: Console, *, verbose: bool = False) ->
                   f"[{colour}]{state['status']}[/] at {state['percent']:g} % (step {state['step'] + 1}/{len(steps)}: "
                   f"{', '.join(f'{s:g}' for s in steps)}); interval {spec['interval_s']:g}s, "
                   f"min {spec['min_requests']} requests" + (f"; {state['reason']}" if state.get("reason") else ""))
+    gate = state.get("gate") or {}
+    if gate:
+        bounds = ", ".join([f"{k} >= {v:g}" for k, v in spec["gate"]["minimum"].items()]
+                           + [f"{k} <= {v:g}" for k, v in spec["gate"]["maximum"].items()])
+        measured = ", ".join(f"{k} {v:g}" for k, v in (gate.get("metrics") or {}).items()
+                             if k in {*spec["gate"]["minimum"], *spec["gate"]["maximum"]} and v is not None)
+        console.print(f"evaluation gate before stage {gate['stage'] + 1} on {spec['gate']['dataset']}: "
+                      f"[bold]{gate['status']}[/] ({bounds or 'no bounds'})" + (f"; measured {measured}" if measured
+                                                                                else ""))
     rows: list[tuple[str, dict[str, Any]]] = []
     for event in rollout.get("events", []):
         detail = event["detail"]
@@ -90,6 +102,13 @@ def start(
     min_requests: Annotated[int, typer.Option("--min-requests", help="Candidate requests a stage needs.")] = 50,
     max_wait_intervals: Annotated[int, typer.Option("--max-wait-intervals")] = 3,
     prometheus_url: Annotated[str | None, typer.Option("--prometheus-url", help="Judge from Prometheus.")] = None,
+    gate_dataset: Annotated[str | None, typer.Option(
+        "--gate-dataset", help="Evaluate the candidate on this JSONL (a path on the gateway host) first.")] = None,
+    gate_min: Annotated[list[str] | None, typer.Option("--gate-min", help="METRIC=VALUE the gate needs.")] = None,
+    gate_max: Annotated[list[str] | None, typer.Option("--gate-max", help="METRIC=VALUE the gate allows.")] = None,
+    gate_stage: Annotated[int, typer.Option("--gate-stage", min=1, help="Stage the gate precedes (1 = first).")] = 1,
+    gate_model: Annotated[str | None, typer.Option("--gate-model", help="Model evaluated (default the route).")] = None,
+    gate_answers: Annotated[bool, typer.Option("--gate-answers/--gate-retrieval-only")] = True,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print plan and current analysis only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every audit event.")] = False,
@@ -107,13 +126,17 @@ def start(
         step_list = [float(s) for s in steps.split(",") if s.strip()]
     except ValueError as exc:
         raise InvalidRequestError(f"--steps {steps!r}: write percents like 10,25,50,75,100.") from exc
-    spec = {
+    spec: dict[str, Any] = {
         "kind": "deployment" if route else "flag", "route": route, "candidate": candidate if route else flag,
         "steps": step_list, "interval_s": seconds(interval), "max_error_ratio": max_error_ratio,
         "max_p95_s": seconds(max_p95) if max_p95 else None, "max_p99_s": seconds(max_p99) if max_p99 else None,
         "max_ttft_p95_s": seconds(max_ttft_p95) if max_ttft_p95 else None, "min_requests": min_requests,
         "max_wait_intervals": max_wait_intervals, "prometheus_url": prometheus_url,
     }
+    if gate_dataset:
+        spec["gate"] = {"dataset": gate_dataset, "minimum": parse_bounds(gate_min or []),
+                        "maximum": parse_bounds(gate_max or []), "before_stage": gate_stage - 1, "model": gate_model,
+                        "answers": gate_answers}
     console = Console()
     settings = settings_from(config)
     with admin_client(settings, url, admin_key) as client:

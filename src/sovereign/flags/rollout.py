@@ -15,6 +15,12 @@ one of:
   and never promotes. After ``max_wait_intervals`` intervals the rollout pauses for an operator.
 - ``wait``: none of the above yet.
 
+An **evaluation gate** (``spec.gate``, :class:`~sovereign.evaluation.gate.EvalGate`) holds the
+rollout before stage ``gate.before_stage`` (0: before any canary traffic, at 0 %) until the
+controller's evaluation of the candidate on the gate's dataset meets its bounds; a miss aborts the
+rollout (reason ``eval_gate``). ``state.gate`` records ``{"status": "pending"|"running"|"passed"|
+"failed", "stage", "metrics", "failures", "dataset"}``.
+
 States: ``progressing`` → ``promoted`` | ``rolled_back`` | ``paused`` (→ ``progressing`` on resume)
 | ``aborted`` (an operator's rollback). Only ``progressing`` and ``paused`` are active.
 """
@@ -23,10 +29,11 @@ from __future__ import annotations
 
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from sovereign.evaluation.gate import EvalGate
 from sovereign.flags.analysis import ArmStats, histogram_quantile
 
 Status = Literal["progressing", "paused", "promoted", "rolled_back", "aborted"]
@@ -50,6 +57,7 @@ class RolloutSpec(BaseModel):
     min_requests: int = Field(50, ge=1)
     max_wait_intervals: int = Field(3, ge=1, description="Intervals an inconclusive stage waits before pausing.")
     prometheus_url: str | None = None
+    gate: EvalGate | None = Field(None, description="An evaluation the candidate must pass before a stage.")
 
     @field_validator("steps")
     @classmethod
@@ -62,6 +70,10 @@ class RolloutSpec(BaseModel):
     def _route_for_deployments(self) -> RolloutSpec:
         if self.kind == "deployment" and not self.route:
             raise ValueError("a deployment rollout needs a route (the model name)")
+        if self.gate is not None and self.gate.before_stage >= len(self.steps):
+            raise ValueError(f"gate.before_stage must name a stage 0..{len(self.steps) - 1}")
+        if self.gate is not None and self.gate.model is None and self.kind == "flag":
+            raise ValueError("a flag rollout's gate needs gate.model (the model to evaluate)")
         return self
 
     @property
@@ -89,6 +101,7 @@ class RolloutState:
     baseline: dict[str, Any] = field(default_factory=dict)
     analysis: dict[str, Any] = field(default_factory=dict)
     reason: str | None = None
+    gate: dict[str, Any] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -100,6 +113,13 @@ class RolloutState:
     @property
     def active(self) -> bool:
         return self.status in ACTIVE
+
+
+class GateEvaluator(Protocol):
+    """Runs a gate's evaluation (:class:`sovereign.evaluation.gate.InProcessGate` in the gateway)."""
+
+    async def __call__(self, gate: EvalGate, model: str, deployment: str | None) -> dict[str, Any]:
+        """The evaluation result (``EvalResult.to_dict()``). Raises SovereignError when it cannot run."""
 
 
 @dataclass(frozen=True, slots=True)

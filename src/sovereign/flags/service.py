@@ -25,6 +25,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -33,18 +34,20 @@ from sovereign.backends.base import StartLimited
 from sovereign.backends.router import Canary, Router
 from sovereign.config import Settings
 from sovereign.errors import ConfigError, ConflictError, InvalidRequestError, NotFoundError, SovereignError
+from sovereign.evaluation.dataset import load_dataset
+from sovereign.evaluation.gate import failures
 from sovereign.flags.analysis import Arm, ArmStats, LocalMetrics, PrometheusMetrics
 from sovereign.flags.bucketing import within
 from sovereign.flags.evaluation import Evaluation, EvaluationContext, evaluate
 from sovereign.flags.model import Flag, check_flags, load_flags_file
-from sovereign.flags.rollout import Decision, RolloutSpec, RolloutState, decide
+from sovereign.flags.rollout import Decision, GateEvaluator, RolloutSpec, RolloutState, decide
 from sovereign.flags.store import ControlStore
 from sovereign.observability import metrics
 
 log = logging.getLogger("sovereign.rollout")
 LEASE = "rollout-controller"
 ACTIONS = ("pause", "resume", "promote", "abort")
-ROLLBACK_REASONS = ("error_ratio", "p95", "p99", "ttft_p95", "manual")
+ROLLBACK_REASONS = ("error_ratio", "p95", "p99", "ttft_p95", "manual", "eval_gate")
 
 
 class FlagService:
@@ -55,10 +58,11 @@ class FlagService:
         store: the shared control state.
         routers: public model name -> :class:`Router` (deployment rollouts split these).
         clock: Unix seconds (tests move it).
+        gate_evaluator: runs rollouts' evaluation gates (None: a rollout with a gate is refused).
     """
 
     def __init__(self, settings: Settings, store: ControlStore, routers: Mapping[str, Router],
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, gate_evaluator: GateEvaluator | None = None) -> None:
         self.settings = settings
         self.store = store
         self.routers = routers
@@ -70,6 +74,8 @@ class FlagService:
         self.local = LocalMetrics()
         self._task: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self.gate_evaluator = gate_evaluator
+        self._gates: dict[str, asyncio.Task[dict[str, Any]]] = {}
 
     # -- lifecycle ----------------------------------------------------------------------------
     async def start(self, engines: Iterable[object] = ()) -> None:
@@ -86,6 +92,8 @@ class FlagService:
         self._task = asyncio.create_task(self._loop(), name="flags")
 
     async def close(self) -> None:
+        for gate in self._gates.values():
+            gate.cancel()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -233,8 +241,13 @@ class FlagService:
         Raises:
             NotFoundError / InvalidRequestError: see :meth:`arms`.
             ConflictError: an active rollout of the same target exists.
+            DatasetError (400): the gate's dataset is missing or invalid (file and line).
         """
         self.arms(spec)
+        if spec.gate is not None:
+            if self.gate_evaluator is None:
+                raise InvalidRequestError("Evaluation gates need document memory (rag.enabled).", param="gate")
+            load_dataset(Path(spec.gate.dataset), spec.gate.limit)
         current = self.rollouts.get(spec.target)
         if dry_run:
             state = RolloutState(percent=0.0, stage_started_at=self.clock() - spec.interval_s)
@@ -249,8 +262,11 @@ class FlagService:
                 raise ConflictError(f"A rollout of {spec.target} is already {current[1].status}; "
                                     "abort or finish it first.")
             now = self.clock()
-            state = RolloutState(percent=spec.steps[0], started_at=now, stage_started_at=now, updated_at=now,
-                                 baseline=self._baseline(spec))
+            gated_now = spec.gate is not None and spec.gate.before_stage == 0
+            state = RolloutState(percent=0.0 if gated_now else spec.steps[0], started_at=now, stage_started_at=now,
+                                 updated_at=now, baseline=self._baseline(spec))
+            if spec.gate is not None:
+                state.gate = {"status": "pending" if gated_now else "waiting", "stage": spec.gate.before_stage}
             await self.store.save_rollout(spec.target, spec.model_dump(), state.to_json())
             await self.store.audit(spec.target, "started", {"spec": spec.model_dump(), "percent": state.percent},
                                    actor)
@@ -290,6 +306,9 @@ class FlagService:
             if state.status not in allowed:
                 raise ConflictError(f"Cannot {action} a rollout that is {state.status}.")
             now = self.clock()
+            if action in ("promote", "abort") and target in self._gates:
+                self._gates.pop(target).cancel()
+                state.gate["status"] = f"skipped: {action} by {actor}"
             if action == "pause":
                 state.status, state.reason = "paused", f"paused by {actor}"
             elif action == "resume":
@@ -340,6 +359,9 @@ class FlagService:
                 spec, state = self.rollouts[target]
                 if state.status != "progressing":
                     continue
+                if state.gate.get("status") in ("pending", "running"):
+                    await self._check_gate(spec, state)
+                    continue
                 cand, stable = await self.analyse(spec, state)
                 now = self.clock()
                 decision = decide(spec, state, cand, stable, now)
@@ -351,6 +373,9 @@ class FlagService:
                 state.updated_at = now
                 if decision.action == "rollback":
                     self._roll_back(spec, state, decision.breaches[0], decision.detail)
+                elif decision.action == "promote" and spec.gate is not None and (
+                        state.gate.get("status") == "waiting" and state.step + 1 == spec.gate.before_stage):
+                    state.gate["status"] = "pending"  # the next stage is gated: evaluate first
                 elif decision.action == "promote":
                     await self._promote(spec, state, now, final=False)
                 elif decision.action == "inconclusive" and (
@@ -364,3 +389,40 @@ class FlagService:
                 else:  # waiting, or the same hold again: the state moves, the audit log keeps to decisions
                     await self.store.save_rollout(spec.target, spec.model_dump(), state.to_json())
         return decisions
+
+    async def _check_gate(self, spec: RolloutSpec, state: RolloutState) -> None:
+        """Start the gate's evaluation (in the background), or, when it has finished, move the rollout
+        to the gated stage (bounds met) or abort it (missed, or the evaluation could not run)."""
+        assert spec.gate is not None and self.gate_evaluator is not None
+        now = self.clock()
+        task = self._gates.get(spec.target)
+        if task is None:
+            model = spec.gate.model or spec.route or ""
+            deployment = spec.candidate if spec.kind == "deployment" else None
+            self._gates[spec.target] = asyncio.create_task(self.gate_evaluator(spec.gate, model, deployment),
+                                                           name=f"eval-gate {spec.target}")
+            state.gate.update(status="running", started_at=now, model=model, deployment=deployment)
+            state.updated_at = now
+            await self._save(spec, state, "gate_started", {"gate": state.gate}, "controller")
+            return
+        if not task.done():
+            return
+        del self._gates[spec.target]
+        try:
+            result = task.result()
+            missed = failures(result["metrics"], spec.gate.minimum, spec.gate.maximum)
+            state.gate.update(metrics=result["metrics"], dataset=result["dataset"]["sha256"])
+        except Exception as exc:  # a gate that cannot run must not let the candidate through
+            log.warning("evaluation gate of %s could not run: %s", spec.target, exc)
+            why = exc.message if isinstance(exc, SovereignError) else repr(exc)
+            missed = [f"the evaluation could not run: {why}"]
+        state.gate.update(status="failed" if missed else "passed", failures=missed, finished_at=now)
+        state.updated_at = now
+        if missed:
+            self._roll_back(spec, state, "eval_gate", "evaluation gate failed: " + "; ".join(missed))
+            state.status = "aborted"
+        else:
+            state.step = spec.gate.before_stage
+            state.percent = spec.steps[state.step]
+            state.stage_started_at, state.baseline = now, self._baseline(spec)
+        await self._save(spec, state, "gate_failed" if missed else "gate_passed", {"gate": state.gate}, "controller")

@@ -195,3 +195,24 @@ FLAG_REQUEST_DURATION = Histogram(
     "Successful generation requests by the variant a rolled-out flag served them, receipt to last byte.",
     ["flag", "variant"], buckets=LATENCY_BUCKETS,
 )
+
+# -- drift on live traffic (sovereign.observability.drift_monitor; every worker computes the same report
+# from the shared drift database, so workers combine with livemax) -------------------------------
+DRIFT_SCORE = Gauge(
+    "sovereign_drift_score",
+    "Effect size of the last drift check by signal and test: Cramér's V (chi2), KS D (ks) or PSI (psi).",
+    ["signal", "test"], multiprocess_mode="livemax",
+)
+DRIFT_P_VALUE = Gauge(
+    "sovereign_drift_p_value", "p-value of the last drift check by signal and test (chi2, ks); 1 without data.",
+    ["signal", "test"], multiprocess_mode="livemax",
+)
+DRIFT_DETECTED = Gauge(
+    "sovereign_drift_detected",
+    "1 when the last check found the signal drifted from its baseline (p < drift.alpha and a large enough effect).",
+    ["signal"], multiprocess_mode="livemax",
+)
+DRIFT_WINDOW_SAMPLES = Gauge(
+    "sovereign_drift_window_samples", "Observations of the signal in the last drift check's window.", ["signal"],
+    multiprocess_mode="livemax",
+)

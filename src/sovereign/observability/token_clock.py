@@ -1,4 +1,5 @@
-"""Per-response latency and token metrics: TTFT, inter-token latency (ITL), decode rate, token counters."""
+"""Per-response latency and token metrics: TTFT, inter-token latency (ITL), decode rate, token counters;
+and the drift signals of a finished generation (model, finish reason, prompt tokens)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import time
 from typing import Any
 
 from sovereign.observability import metrics
+from sovereign.observability.drift import RECORDER as DRIFT
 from sovereign.types import GenerationChunk, Usage
 
 
@@ -25,9 +27,13 @@ class TokenClock:
         self.t0: float = scope_state.get("t0", time.perf_counter())
         self.first: float | None = None
         self.last: float | None = None
+        self.finish_reason: str | None = None
 
     def tick(self, chunk: GenerationChunk) -> None:
-        """Account one streamed chunk (chunks without text do not count as tokens)."""
+        """Account one streamed chunk (chunks without text do not count as tokens; the last one's
+        ``finish_reason`` is kept for drift)."""
+        if chunk.finish_reason is not None:
+            self.finish_reason = chunk.finish_reason
         if not chunk.text:
             return
         now = time.perf_counter()
@@ -44,6 +50,9 @@ class TokenClock:
         self.scope_state.update(prompt_tokens=usage.prompt_tokens, completion_tokens=usage.completion_tokens)
         metrics.PROMPT_TOKENS.labels(model=self.model).inc(usage.prompt_tokens)
         metrics.COMPLETION_TOKENS.labels(model=self.model).inc(usage.completion_tokens)
+        DRIFT.record_category("model", self.model)
+        DRIFT.record_category("finish_reason", self.finish_reason)
+        DRIFT.record_number("prompt_tokens", usage.prompt_tokens)
         if self.first is not None and self.last is not None and self.last > self.first:
             decode_rate = max(usage.completion_tokens - 1, 0) / (self.last - self.first)
             metrics.OUTPUT_TOKENS_PER_SECOND.labels(model=self.model).observe(decode_rate)

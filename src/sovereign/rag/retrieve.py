@@ -15,6 +15,7 @@ from dataclasses import replace
 from sovereign.backends.base import EmbeddingBackend
 from sovereign.errors import InvalidRequestError, NotFoundError
 from sovereign.observability import metrics
+from sovereign.observability.drift import RECORDER as DRIFT
 from sovereign.observability.tracing import span
 from sovereign.rag.models import ANONYMOUS, SearchHit
 from sovereign.rag.stores.base import Ranked, VectorStore, check_collection
@@ -116,6 +117,9 @@ class HybridRetriever:
             fused = rrf_fuse([keyword, semantic], self.rrf_k)[:top_k]
             rows = await self.store.fetch_hits([cid for cid, _ in fused], tenant=self.tenant)
         metrics.RETRIEVAL_DURATION.labels(store=self.store.name).observe(time.perf_counter() - began)
+        DRIFT.observe_query_vector(vectors[0])
+        if semantic:
+            DRIFT.record_number("retrieval_score", semantic[0][1])
         bm25_rank = {cid: i for i, (cid, _) in enumerate(keyword, 1)}
         vector_rank = {cid: i for i, (cid, _) in enumerate(semantic, 1)}
         hits: list[SearchHit] = []
@@ -126,6 +130,7 @@ class HybridRetriever:
             extra = {"bm25_rank": bm25_rank.get(cid), "vector_rank": vector_rank.get(cid)}
             meta = {**row.metadata, **{k: v for k, v in extra.items() if v is not None}}
             hits.append(replace(row, score=score, metadata=meta))
+        DRIFT.record_category("collection", str(hits[0].metadata.get("collection")) if hits else None)
         return hits
 
     async def index_version(self, collection: str) -> int:

@@ -7,6 +7,7 @@ its room::
     2. parse     OpenAI wire -> GenerationRequest        server.schemas (route body)
     3. route     public model -> backend, and what it    backends.registry (routers, pipelines, aliases),
                  must support                            backends.base.required_features
+                 (an admin may pin one deployment:       X-Sovereign-Deployment, pinned_deployment)
     3b. flags    ai_inference, vector_search, cache      server.flag_gates (sovereign.flags)
                  gates; rolled-out flags' variants
     4. lookup    response cache: hit, miss or bypass     cache.request_plan.plan_request
@@ -35,15 +36,18 @@ from fastapi.responses import StreamingResponse
 from sovereign.backends.base import ChatBackend, collect, required_features
 from sovereign.backends.tool_choice import as_tool_call, constrained, forced_tools
 from sovereign.cache.request_plan import CachePlan, plan_request
-from sovereign.errors import InvalidRequestError, SovereignError, UnsupportedParameterError
+from sovereign.errors import InvalidRequestError, PermissionDeniedError, SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
+from sovereign.observability.drift import RECORDER as DRIFT
 from sovereign.observability.token_clock import TokenClock
 from sovereign.server.fan_out import fan_out
 from sovereign.server.flag_gates import Gates, gates_for
 from sovereign.server.responses import OrjsonResponse
-from sovereign.server.state import check_model_allowed, get_state
+from sovereign.server.state import authenticate, check_model_allowed, get_state
 from sovereign.server.streaming import CompletionShape, ResponseShape, sse_response
 from sovereign.types import GenerationChunk, GenerationRequest
+
+DEPLOYMENT_HEADER = "X-Sovereign-Deployment"
 
 
 async def generate(
@@ -64,8 +68,9 @@ async def generate(
         SovereignError: anything before the first token (the route returns its envelope).
     """
     state = get_state(request)
-    domain = replace(domain, tenant=tenant)
+    domain = replace(domain, tenant=tenant, deployment=await pinned_deployment(request))
     check_limits(request, domain)
+    DRIFT.observe_prompt(domain)  # drift: the last user message, its language detected off the request path
     backend = state.registry.chat(domain.model)  # 3. route
     request.scope["state"]["model"] = backend.name
     forced = forced_tools(domain)
@@ -123,6 +128,28 @@ async def _generate(
         return OrjsonResponse(shape.body(result), headers=plan.headers)
     first = await anext(chunks)  # errors before the first token become HTTP errors
     return sse_response(events(first, chunks, shape, clock, backend.name), plan.headers)
+
+
+async def pinned_deployment(request: Request) -> str | None:
+    """The ``X-Sovereign-Deployment`` header: pin the request to one deployment (an evaluation of a
+    candidate, :mod:`sovereign.evaluation`). Such a request bypasses the response cache.
+
+    Raises:
+        PermissionDeniedError (403): the caller's key is not of scope admin.
+        InvalidRequestError (400): no deployment has that name.
+    """
+    name = request.headers.get(DEPLOYMENT_HEADER)
+    if name is None:
+        return None
+    if not (await authenticate(request)).admin:
+        raise PermissionDeniedError(f"The {DEPLOYMENT_HEADER} header needs an API key of scope admin.",
+                                    param=DEPLOYMENT_HEADER)
+    routing = get_state(request).routing
+    known = sorted(routing.deployments) if routing is not None else []
+    if name not in known:
+        raise InvalidRequestError(f"{DEPLOYMENT_HEADER}: no deployment {name!r} (deployments: "
+                                  f"{', '.join(known) or 'none configured'}).", param=DEPLOYMENT_HEADER)
+    return name
 
 
 def check_limits(request: Request, domain: GenerationRequest) -> None:

@@ -4,6 +4,7 @@ Each stage starts one room from what the stages before it started, and returns t
 run at shutdown (in reverse order)::
 
     observability  logs, traces, host metrics          needs: settings
+    drift          drift recorder, flush/check task    needs: settings (data_dir/drift.sqlite)
     security       API keys, rate limits, bind policy  needs: settings (the control database)
     rag            document memory                     needs: the registry's embedding model
     cache          response cache, invalidated by rag  needs: rag (on_change), embedding model
@@ -36,6 +37,30 @@ async def start_observability(state: AppState) -> Close | None:
     from sovereign.observability.setup import start_observability as start
 
     return await start(state.settings)
+
+
+async def start_drift(state: AppState) -> Close | None:
+    """The drift recorder and its flush/check task (:mod:`sovereign.observability.drift_monitor`)
+    when ``drift.enabled``; without the mlops extra (scipy) drift stays off with a warning."""
+    settings = state.settings
+    if not settings.drift.enabled:
+        return None
+    from sovereign.extras import require
+
+    try:
+        require("scipy", extra="mlops", feature="drift detection")
+    except MissingExtraError as exc:
+        log.warning("drift detection off: %s", exc.message)
+        state.off["drift"] = exc.message
+        return None
+    from sovereign.observability.drift_monitor import start_monitor, stop_monitor
+
+    monitor = await start_monitor(settings)
+
+    async def close() -> None:
+        await stop_monitor(monitor)
+
+    return close
 
 
 def _loopback(host: str) -> bool:
@@ -176,7 +201,16 @@ async def start_flags(state: AppState) -> Close | None:
     store = await open_control_store(settings.data_dir / "control.sqlite3", dsn)
     routers = state.routing.routers if state.routing is not None else {}
     try:
-        service = FlagService(settings, store, routers)
+        gate = None
+        if state.rag is not None:
+            from sovereign.evaluation.gate import InProcessGate
+            from sovereign.evaluation.targets import InProcessTarget
+
+            registry, rag = state.registry, state.rag
+            gate = InProcessGate(lambda tenant: InProcessTarget(registry, rag, tenant=tenant),
+                                 max_tokens=settings.eval.max_tokens,
+                                 support_threshold=settings.agents.support_threshold)
+        service = FlagService(settings, store, routers, gate_evaluator=gate)
         engines = [*state.registry.chat_backends.values(), *(r for router in routers.values() for r in
                                                              (d.backend for d in router.deployments))]
         await service.start(engines)
@@ -202,6 +236,7 @@ class Stage:
 
 STAGES: tuple[Stage, ...] = (
     Stage("observability", start_observability),
+    Stage("drift", start_drift),
     Stage("security", start_security),
     Stage("rag", start_rag),
     Stage("cache", start_cache),

@@ -18,6 +18,7 @@ EXTRA_MODULES: dict[str, tuple[str, ...]] = {
     "agents": ("langgraph",),
     "otel": ("opentelemetry.sdk", "opentelemetry.exporter"),
     "gpu": ("pynvml",),
+    "mlops": ("scipy", "matplotlib", "mlflow", "py3langid"),
 }
 
 

@@ -16,6 +16,7 @@ from pydantic import ValidationError
 from sovereign.agents.nodes.model_call import call_model
 from sovereign.agents.state import AgentState, RouteDecision, RunContext
 from sovereign.backends.base import ChatBackend
+from sovereign.observability.drift import RECORDER as DRIFT
 from sovereign.types import ChatMessage, SamplingParams, Usage
 
 _DIRECT = [
@@ -93,4 +94,5 @@ async def route(question: str, model: ChatBackend | None) -> tuple[dict[str, Any
 async def run(state: AgentState, ctx: RunContext) -> dict[str, Any]:
     """State adapter: sets ``route`` and the routing call's token counts (see isolation.TOKEN_KEYS)."""
     record, usage = await route(state["question"], ctx.deps.model)
+    DRIFT.record_category("route", record["route"])
     return {"route": record, "_prompt_tokens": usage.prompt_tokens, "_completion_tokens": usage.completion_tokens}

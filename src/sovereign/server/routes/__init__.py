@@ -7,6 +7,7 @@ from sovereign.server.routes import (
     cache_admin,
     conversations,
     documents,
+    drift,
     embeddings,
     flags,
     generation,
@@ -20,7 +21,7 @@ from sovereign.server.routes import (
 )
 
 ROUTERS = (
-    admin.router, cache_admin.router, conversations.router, documents.router, embeddings.router, flags.router,
-    generation.router, health.router, messages.router, models.router, rerank.router, responses.router,
+    admin.router, cache_admin.router, conversations.router, documents.router, drift.router, embeddings.router,
+    flags.router, generation.router, health.router, messages.router, models.router, rerank.router, responses.router,
     system.router, tokenizer.router,
 )

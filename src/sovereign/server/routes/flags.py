@@ -99,8 +99,11 @@ async def list_rollouts(request: Request) -> dict[str, Any]:
 
 
 @router.post("/admin/rollouts", dependencies=[Depends(require_admin)])
-async def start_rollout(request: Request, body: StartBody) -> dict[str, Any]:
+async def start_rollout(request: Request, body: StartBody, tenant: str = Depends(require_api_key)) -> dict[str, Any]:
+    """Start (or ``dry_run``) a rollout; an evaluation gate without a tenant searches the caller's documents."""
     spec = RolloutSpec.model_validate(body.model_dump(exclude={"dry_run"}))
+    if spec.gate is not None and spec.gate.tenant is None:
+        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"tenant": tenant})})
     return await get_state(request).require_flags().start_rollout(spec, ACTOR, dry_run=body.dry_run)
 
 
