@@ -21,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from sovereign.config import DriftSettings
 from sovereign.errors import ConfigError, EngineUnavailableError, InvalidRequestError
-from sovereign.observability.drift import CATEGORY, MONITOR, NUMBER, PROMPT, VECTOR, DriftRecorder
+from sovereign.observability.drift import CATEGORY, NUMBER, PROMPT, VECTOR, DriftRecorder
 from sovereign.observability.drift_derive import detect_language, script_of, to_rows
 from sovereign.observability.drift_monitor import DriftMonitor
 from sovereign.observability.drift_store import DriftStore
@@ -174,10 +174,13 @@ def test_language_detection_and_the_script_fallback() -> None:
     assert rows[0][3] is not None and abs(rows[0][3]) <= 1.0 + 1e-6  # a unit query on a unit direction
 
 
-async def test_the_admin_slot_says_off_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
-    assert MONITOR.current is None
+async def test_the_app_state_says_off_and_a_newer_schema_is_refused(tmp_path: Path) -> None:
+    from sovereign.backends.registry import ModelRegistry
+    from sovereign.config import load_settings
+    from sovereign.server.state import AppState
+
     with pytest.raises(EngineUnavailableError, match=r"drift\.enabled"):
-        MONITOR.get()
+        AppState(load_settings(data_dir=tmp_path), ModelRegistry()).require_drift()
     path = tmp_path / "drift.sqlite"
     store = DriftStore(path)
     await store.open()

@@ -109,6 +109,7 @@ def start(
     gate_stage: Annotated[int, typer.Option("--gate-stage", min=1, help="Stage the gate precedes (1 = first).")] = 1,
     gate_model: Annotated[str | None, typer.Option("--gate-model", help="Model evaluated (default the route).")] = None,
     gate_answers: Annotated[bool, typer.Option("--gate-answers/--gate-retrieval-only")] = True,
+    gate_limit: Annotated[int | None, typer.Option("--gate-limit", min=1, help="First N questions only.")] = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Print plan and current analysis only.")] = False,
     force: Annotated[bool, typer.Option("--force", help="Do not ask for confirmation.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Print every audit event.")] = False,
@@ -136,7 +137,7 @@ def start(
     if gate_dataset:
         spec["gate"] = {"dataset": gate_dataset, "minimum": parse_bounds(gate_min or []),
                         "maximum": parse_bounds(gate_max or []), "before_stage": gate_stage - 1, "model": gate_model,
-                        "answers": gate_answers}
+                        "answers": gate_answers, "limit": gate_limit}
     console = Console()
     settings = settings_from(config)
     with admin_client(settings, url, admin_key) as client:

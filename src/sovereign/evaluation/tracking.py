@@ -81,11 +81,11 @@ class Tracker:
 
     def log_run(self, result: dict[str, Any], files: list[Path]) -> str:
         """Log a finished run (params, metrics, ``files`` as artefacts); returns the MLflow run id."""
+        dataset, corpus = result["dataset"], result["corpus"]
         params = {**result["params"], "engine": result.get("engine", {}).get("owned_by", ""),
-                  "dataset_path": result["dataset"]["path"], "dataset_sha256": result["dataset"]["sha256"],
-                  "dataset_cases": result["dataset"]["cases"],
-                  "dataset_dvc_md5": result["dataset"].get("dvc_md5") or "", "corpus_sha256": result["corpus"].get("sha256", ""),
-                  "corpus_documents": result["corpus"].get("documents", 0)}
+                  "dataset_path": dataset["path"], "dataset_sha256": dataset["sha256"],
+                  "dataset_cases": dataset["cases"], "dataset_dvc_md5": dataset.get("dvc_md5") or "",
+                  "corpus_sha256": corpus.get("sha256", ""), "corpus_documents": corpus.get("documents", 0)}
         label = result["params"]["model"] + (f"@{result['params']['deployment']}" if result["params"]["deployment"]
                                              else "")
         run = self.client.create_run(self._experiment_id(self.experiment), run_name=f"{label} {result['started_at']}",

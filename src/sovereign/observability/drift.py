@@ -27,13 +27,9 @@ from __future__ import annotations
 
 import time
 from collections import deque
-from typing import TYPE_CHECKING, Any, Final, Protocol
+from typing import Any, Final, Protocol
 
-from sovereign.errors import EngineUnavailableError
 from sovereign.types import GenerationRequest
-
-if TYPE_CHECKING:
-    from sovereign.observability.drift_monitor import DriftMonitor
 
 CATEGORY: Final = 0
 NUMBER: Final = 1
@@ -125,27 +121,3 @@ class DriftRecorder:
 
 RECORDER: Final = DriftRecorder()
 """The process-global recorder every call site uses; enabled by the ``drift`` start-up stage."""
-
-
-class MonitorSlot:
-    """Holds this process's running :class:`~sovereign.observability.drift_monitor.DriftMonitor`
-    (set by the ``drift`` start-up stage); lives here so the admin routes need no scipy to say "off"."""
-
-    def __init__(self) -> None:
-        self.current: DriftMonitor | None = None
-
-    def get(self) -> DriftMonitor:
-        """The running monitor.
-
-        Raises:
-            EngineUnavailableError: drift detection is not running (``drift.enabled`` false, or no mlops extra).
-        """
-        if self.current is None:
-            raise EngineUnavailableError(
-                "Drift detection is not running on this server: set drift.enabled = true "
-                "(SOVEREIGN_DRIFT__ENABLED=true) with the mlops extra installed (pip install 'sovereign[mlops]').")
-        return self.current
-
-
-MONITOR: Final = MonitorSlot()
-"""The process's drift monitor slot (``MONITOR.get()`` in the admin routes)."""

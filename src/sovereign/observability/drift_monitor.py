@@ -28,7 +28,7 @@ import numpy as np
 from sovereign.config import DriftSettings, Settings
 from sovereign.errors import InvalidRequestError
 from sovereign.observability import metrics
-from sovereign.observability.drift import CATEGORICAL_SIGNALS, MONITOR, NUMERIC_SIGNALS, RECORDER, DriftRecorder
+from sovereign.observability.drift import CATEGORICAL_SIGNALS, NUMERIC_SIGNALS, RECORDER, DriftRecorder
 from sovereign.observability.drift_derive import to_rows
 from sovereign.observability.drift_stats import (
     SignalResult,
@@ -194,17 +194,14 @@ class DriftMonitor:
 
 
 async def start_monitor(settings: Settings) -> DriftMonitor:
-    """Open ``data_dir/drift.sqlite``, start a monitor and make it ``MONITOR.current``. Raises StorageError."""
+    """Open ``data_dir/drift.sqlite`` and start a monitor. Raises StorageError."""
     store = DriftStore(settings.data_dir / "drift.sqlite")
     await store.open()
     monitor = DriftMonitor(settings.drift, store)
     monitor.start()
-    MONITOR.current = monitor
     return monitor
 
 
 async def stop_monitor(monitor: DriftMonitor) -> None:
-    """Close ``monitor`` and forget it as ``MONITOR.current``."""
-    if MONITOR.current is monitor:
-        MONITOR.current = None
+    """Close ``monitor``."""
     await monitor.close()

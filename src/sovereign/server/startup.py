@@ -55,9 +55,10 @@ async def start_drift(state: AppState) -> Close | None:
         return None
     from sovereign.observability.drift_monitor import start_monitor, stop_monitor
 
-    monitor = await start_monitor(settings)
+    monitor = state.drift = await start_monitor(settings)
 
     async def close() -> None:
+        state.drift = None
         await stop_monitor(monitor)
 
     return close

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
     from sovereign.backends.routing_table import RouteControl
     from sovereign.cache.service import ResponseCache
     from sovereign.flags.service import FlagService
+    from sovereign.observability.drift_monitor import DriftMonitor
     from sovereign.rag.service import RagService
     from sovereign.security.keys import KeyRing
     from sovereign.security.limits import RateLimiter
@@ -59,6 +60,7 @@ class AppState:
     keys: KeyRing | None = None  # stored API keys (the security start-up stage)
     limiter: RateLimiter | None = None  # per-key RPM/TPM buckets (the security start-up stage)
     flags: FlagService | None = None  # feature flags and rollouts (the last start-up stage)
+    drift: DriftMonitor | None = None  # drift on live traffic (the drift start-up stage, when enabled)
 
     @classmethod
     def build(cls, settings: Settings, registry: ModelRegistry) -> AppState:
@@ -81,6 +83,14 @@ class AppState:
         if self.flags is None:
             raise ConfigError("Feature flags are not running yet; retry once the gateway has started.")
         return self.flags
+
+    def require_drift(self) -> DriftMonitor:
+        """The drift monitor, or EngineUnavailableError (503) when drift detection is not running."""
+        if self.drift is None:
+            why = self.off.get("drift", "set drift.enabled = true (SOVEREIGN_DRIFT__ENABLED=true) with the mlops "
+                                        "extra installed (pip install 'sovereign[mlops]').")
+            raise EngineUnavailableError(f"Drift detection is not running on this server: {why}")
+        return self.drift
 
     def require_routing(self) -> RouteControl:
         """The routing table, or ConfigError when it was not started."""

@@ -16,12 +16,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from pydantic import Field
 
-from sovereign.observability.drift import MONITOR
 from sovereign.server.schemas import UnicodeChecked
-from sovereign.server.state import require_admin
+from sovereign.server.state import get_state, require_admin
 
 router = APIRouter(dependencies=[Depends(require_admin)])
 
@@ -33,8 +32,8 @@ class BaselineBody(UnicodeChecked):
 
 
 @router.get("/admin/drift")
-async def drift_report(cached: bool = False) -> dict[str, Any]:
-    monitor = MONITOR.get()
+async def drift_report(request: Request, cached: bool = False) -> dict[str, Any]:
+    monitor = get_state(request).require_drift()
     if cached and monitor.report is not None:
         return monitor.report
     await monitor.flush()
@@ -42,6 +41,6 @@ async def drift_report(cached: bool = False) -> dict[str, Any]:
 
 
 @router.post("/admin/drift/baseline")
-async def capture_baseline(body: BaselineBody | None = None) -> dict[str, Any]:
-    summary = await MONITOR.get().capture_baseline(body.since if body else None)
+async def capture_baseline(request: Request, body: BaselineBody | None = None) -> dict[str, Any]:
+    summary = await get_state(request).require_drift().capture_baseline(body.since if body else None)
     return {"object": "drift.baseline", **summary}
