@@ -16,14 +16,16 @@ from sovereign.backends.breaker import BreakerState, CircuitBreaker
 from sovereign.backends.context_fit import fit_request, select_messages
 from sovereign.backends.openai_compat import OpenAICompatBackend, translate_status
 from sovereign.backends.registry import ModelRegistry
-from sovereign.backends.router import Deployment, Router, RoutingPolicy
+from sovereign.backends.router import Deployment, PinnedModel, Router, RoutingPolicy
 from sovereign.backends.routing_table import build_deployments, validate_backends
 from sovereign.config import BackendsSettings, DeploymentSettings, load_settings
 from sovereign.errors import (
     ConfigError,
     ContextLengthExceededError,
+    EngineError,
     EngineOverloadedError,
     EngineUnavailableError,
+    InvalidRequestError,
     ModelNotFoundError,
     StreamInterruptedError,
     UnsupportedParameterError,
@@ -402,3 +404,18 @@ def test_unknown_feature_override_is_a_config_error() -> None:
                              features={"telepathy": True})
     with pytest.raises(ConfigError, match="telepathy"):
         OpenAICompatBackend(bad, httpx.AsyncClient())
+
+
+async def test_a_pinned_request_reaches_only_its_deployment(client_for) -> None:
+    """The pin of an evaluation: no weighted pick, no fallback; bad input: a deployment the route lacks."""
+    script = Script(a=[(200, sse("A"))] * 2, z=[(500, b"{}")] * 5)
+    async with client_for(script) as client:
+        router = Router("m", [deployment("a", client), deployment("z", client, weight=0.0)], FAST)
+        assert [d.name for d in router.order("u", "z")] == ["z"]
+        with pytest.raises(EngineError):  # z fails and a pinned request does not fall back to a
+            await collect(router.stream(replace(request(), deployment="z")))
+        assert set(script.calls) == {"z"}
+        pinned = PinnedModel(router, "a")  # a pipeline's own model calls keep the pin
+        assert (await collect(pinned.stream(request()))).metadata["route"]["deployment"] == "a"
+        with pytest.raises(InvalidRequestError, match="has no deployment 'nope'"):
+            router.order("u", "nope")

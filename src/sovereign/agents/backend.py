@@ -28,6 +28,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from sovereign.agents.state import (
     fresh_state,
 )
 from sovereign.backends.base import Capabilities
+from sovereign.backends.router import PinnedModel
 from sovereign.errors import EngineError, InvalidRequestError, SovereignError, UnsupportedParameterError
 from sovereign.observability import metrics
 from sovereign.observability.tracing import span
@@ -181,7 +183,9 @@ class AgentBackend:
         self, question: str, history: list[Turn], conversation_id: str, request: GenerationRequest
     ) -> AsyncIterator[GenerationChunk | dict[str, Any]]:
         """Node events (dicts, for the CLI view) interleaved with the chunks :meth:`stream` yields."""
-        ctx = RunContext(deps=self.deps, sampling=request.sampling, collection=self.deps.collection,
+        deps = self.deps if request.deployment is None else replace(
+            self.deps, model=PinnedModel(self.deps.model, request.deployment))  # an evaluation of one deployment
+        ctx = RunContext(deps=deps, sampling=request.sampling, collection=self.deps.collection,
                          tenant=request.tenant)
         emitted = False
         usage = Usage()

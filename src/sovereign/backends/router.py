@@ -457,3 +457,34 @@ class Router:
         if engine_errors and all(isinstance(e, EngineTimeoutError) for e in engine_errors):
             return EngineTimeoutError(message)
         return EngineUnavailableError(message)
+
+
+class PinnedModel:
+    """A :class:`~sovereign.backends.base.ChatBackend` that sends every request of ``inner`` to one
+    ``deployment`` (sets :attr:`GenerationRequest.deployment`): how a pipeline whose model calls are
+    its own (``sovereign-agent``) keeps the pin of the request it serves."""
+
+    def __init__(self, inner: ChatBackend, deployment: str) -> None:
+        self.inner = inner
+        self.deployment = deployment
+        self.name = inner.name
+
+    @property
+    def capabilities(self) -> Capabilities:
+        return self.inner.capabilities
+
+    @property
+    def ready(self) -> bool:
+        return self.inner.ready
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        """The inner model is shared: whoever built it closes it."""
+
+    async def count_prompt_tokens(self, request: GenerationRequest) -> int:
+        return await self.inner.count_prompt_tokens(replace(request, deployment=self.deployment))
+
+    def stream(self, request: GenerationRequest) -> AsyncIterator[GenerationChunk]:
+        return self.inner.stream(replace(request, deployment=self.deployment))
