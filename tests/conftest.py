@@ -55,6 +55,22 @@ def wait_ready(url: str, proc: subprocess.Popen[bytes], log: Path, timeout: floa
     raise RuntimeError(f"{url} not ready after {timeout}s")
 
 
+def wait_every_worker(url: str, timeout: float, engine: str = "smollm2-135m-instruct") -> None:
+    """``/readyz`` answers for whichever worker took the connection, so one 200 says one worker is
+    ready. Wait until the multiprocess ``sovereign_engine_up{engine}`` (``livemin`` over live
+    workers) is 1 and eight fresh connections in a row are ready."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        up = [s.value for family in text_string_to_metric_families(httpx.get(url + "/metrics").text)
+              for s in family.samples if s.name == "sovereign_engine_up" and s.labels.get("engine") == engine]
+        if up == [1.0] and all(httpx.get(url + "/readyz").status_code == 200 for _ in range(8)):
+            return
+        time.sleep(0.5)
+    raise RuntimeError(f"not every worker became ready within {timeout}s")
+
+
 def python_for(core_only: bool) -> list[str]:
     """The command that runs ``sovereign``: ``python -m sovereign``, or the same as a core-only install."""
     if not core_only:

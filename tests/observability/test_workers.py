@@ -20,7 +20,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import ROOT, free_port, wait_ready
+from tests.conftest import ROOT, free_port, wait_every_worker, wait_ready
 from tests.observability.otlp_sink import OtlpSink
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -60,7 +60,7 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
         url = f"http://127.0.0.1:{port}"
         try:
             wait_ready(url + "/readyz", proc, log, timeout=150)
-            _wait_every_worker(url, timeout=150)
+            wait_every_worker(url, timeout=150)
             yield Cluster(url, sink, log, prom)
         finally:
             proc.terminate()
@@ -69,19 +69,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
-
-
-def _wait_every_worker(url: str, timeout: float) -> None:
-    """``/readyz`` answers for whichever worker took the connection, so one 200 says one worker is
-    ready. Wait until the multiprocess ``sovereign_engine_up`` (``livemin`` over live workers) is 1
-    and eight fresh connections in a row are ready."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        up = _samples(httpx.get(url + "/metrics").text).get(("sovereign_engine_up", (("engine", MODEL),)))
-        if up == 1 and all(httpx.get(url + "/readyz").status_code == 200 for _ in range(8)):
-            return
-        time.sleep(0.5)
-    raise RuntimeError(f"not every worker became ready within {timeout}s")
 
 
 def _samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:

@@ -24,7 +24,7 @@ import pytest
 from sovereign.flags.store import PostgresControlStore, SqliteControlStore
 from sovereign.security.keys import KeyRing, parse_token
 from sovereign.server.startup import _loopback
-from tests.conftest import LiveServer, free_port, start_server
+from tests.conftest import LiveServer, free_port, start_server, wait_every_worker
 
 MODEL = "smollm2-135m-instruct"
 pytestmark = pytest.mark.anyio
@@ -228,10 +228,7 @@ def test_rate_limits_are_shared_across_workers_through_redis(tmp_path: Path, red
                                               "LIMITS_REDIS": redis_proc.url, "SOVEREIGN_ENGINE__N_CTX": "512"},
                           ["--workers", "2"])
     try:
-        deadline = time.monotonic() + 120
-        while not all(httpx.get(server.url + "/readyz").status_code == 200 for _ in range(6)):
-            assert time.monotonic() < deadline
-            time.sleep(0.5)
+        wait_every_worker(server.url, timeout=150)
         body = {"model": MODEL, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1}
         codes = [httpx.post(server.url + "/v1/chat/completions", json=body, timeout=60,  # fresh connections
                             headers={"Authorization": f"Bearer {key}"}).status_code for _ in range(8)]

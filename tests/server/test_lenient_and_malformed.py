@@ -63,6 +63,17 @@ def test_lone_surrogates_are_400(live_server: LiveServer, path: str, body: str, 
 
 
 @pytest.mark.integration
+def test_an_integer_beyond_64_bits_is_400_not_500(live_server: LiveServer) -> None:
+    """Bad input (found by schemathesis): a tool schema holding 2**70. JSON allows it; the engine call
+    (orjson) cannot carry it, so it answered 500 before the check."""
+    tools = [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "maximum": 2**70}}}]
+    r = httpx.post(live_server.url + "/v1/chat/completions", timeout=60, json={
+        "model": MODEL, "max_tokens": 2, "tools": tools, "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status_code == 400, r.text
+    assert "does not fit in 64 bits" in r.json()["error"]["message"]
+
+
+@pytest.mark.integration
 @pytest.mark.parametrize(
     ("body", "param"),
     [  # bad input on POST /v1/documents that used to give 500

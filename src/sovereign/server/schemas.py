@@ -28,21 +28,25 @@ MAX_OUTPUT_TOKENS = 1_000_000
 MAX_STOP = 64
 
 
-def check_unicode(value: Any, where: str) -> None:
+def check_json_values(value: Any, where: str) -> None:
     """Raise ValueError naming ``where`` when a string in ``value`` holds a lone UTF-16 surrogate
-    (JSON allows ``"\\ud800"``; it is not Unicode text and cannot be encoded for an engine)."""
-    if isinstance(value, str):
+    (JSON allows ``"\\ud800"``; it is not Unicode text and cannot be encoded for an engine), or an
+    integer does not fit in 64 bits (JSON allows any; orjson, and so every engine call, cannot send it)."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        if not -(2**63) <= value < 2**64:
+            raise ValueError(f"{where}: an integer that does not fit in 64 bits")
+    elif isinstance(value, str):
         try:
             value.encode("utf-8")
         except UnicodeEncodeError as exc:
             raise ValueError(f"{where}: a lone UTF-16 surrogate at {exc.start} is not valid Unicode") from None
     elif isinstance(value, list):
         for i, item in enumerate(value):
-            check_unicode(item, f"{where}.{i}")
+            check_json_values(item, f"{where}.{i}")
     elif isinstance(value, dict):
         for key, item in value.items():
-            check_unicode(key, where)
-            check_unicode(item, f"{where}.{key}")
+            check_json_values(key, where)
+            check_json_values(item, f"{where}.{key}")
 
 
 class UnicodeChecked(BaseModel):
@@ -53,7 +57,7 @@ class UnicodeChecked(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _valid_unicode(cls, data: Any) -> Any:
-        check_unicode(data, "body")
+        check_json_values(data, "body")
         return data
 
 
@@ -66,7 +70,7 @@ class WireModel(BaseModel):
     @classmethod
     def _defaults_for_nulls(cls, data: Any) -> Any:
         if isinstance(data, dict):
-            check_unicode(data, "body")
+            check_json_values(data, "body")
             return {k: v for k, v in data.items() if v is not None}
         return data
 
