@@ -158,6 +158,20 @@ async def test_json_upstream_defaults_per_engine(kind: str, setting: bool | None
         assert backend.whole_answer(request()) is False
 
 
+async def test_a_peer_vanishing_while_connecting_is_unavailable_not_a_500() -> None:
+    """anyio raised ``'NoneType' object has no attribute 'getpeername'`` when a killed engine's socket
+    closed during connection set-up (a 500 in the SIGKILL test); any other AttributeError stays a bug."""
+    settings = DeploymentSettings(name="d", model="m", engine="vllm", base_url="http://e/v1")
+    for message, expected in (("'NoneType' object has no attribute 'getpeername'", EngineUnavailableError),
+                              ("'Foo' object has no attribute 'bar'", AttributeError)):
+        def vanish(_request: httpx.Request, message: str = message) -> httpx.Response:
+            raise AttributeError(message)
+
+        async with httpx.AsyncClient(transport=httpx.MockTransport(vanish)) as client:
+            with pytest.raises(expected):
+                await collect(OpenAICompatBackend(settings, client).stream(request()))
+
+
 def _docs_rows() -> dict[str, str]:
     rows = {}
     for line in DOCS.read_text().splitlines():

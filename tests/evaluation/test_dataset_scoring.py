@@ -70,6 +70,8 @@ def test_unusable_files_are_clear_errors(tmp_path: Path) -> None:
 
 
 def test_the_shared_faq_sets_load() -> None:
+    if not SHARED.is_dir():
+        pytest.skip(f"{SHARED} is not here (the developers' and CI's shared/ lies beside the checkout)")
     paths = sorted(SHARED.glob("*.jsonl"))
     assert len(paths) >= 4, f"no question sets in {SHARED}"
     for path in paths:

@@ -165,6 +165,20 @@ def translate_transport_error(engine: str, exc: httpx.HTTPError) -> EngineError:
     return EngineError(f"Engine {engine} failed: {type(exc).__name__}: {exc}")
 
 
+def vanished_peer(engine: str, exc: AttributeError) -> EngineUnavailableError:
+    """The error for anyio's ``AttributeError: 'NoneType' object has no attribute 'getpeername'``:
+    anyio 4.x raises it instead of a connect error when the engine's socket closes while httpcore
+    sets the connection up (seen when a managed engine is killed under load). It means the engine
+    went away, so it is EngineUnavailableError (which the managed engine resends after its restart).
+
+    Raises:
+        AttributeError: ``exc`` itself when it is any other AttributeError (a bug, not the engine).
+    """
+    if "getpeername" not in str(exc):
+        raise exc
+    return EngineUnavailableError(f"Engine {engine} closed the connection while it was opened; is it restarting?")
+
+
 def translate_status(engine: str, status: int, body: bytes) -> SovereignError:
     """The Sovereign error for a non-200 answer (OpenAI envelope, TGI ``{"error": str}`` or text)."""
     message, code, kind = body.decode("utf-8", "replace")[:500], None, None
@@ -440,6 +454,8 @@ class OpenAICompatBackend:
                         yield chunk
         except httpx.HTTPError as exc:  # httpx_sse.SSEError (a 200 that is not text/event-stream) included
             raise translate_transport_error(self.name, exc) from exc
+        except AttributeError as exc:
+            raise vanished_peer(self.name, exc) from exc
 
     async def _whole(self, url: str, body: dict[str, Any], chat: bool) -> AsyncIterator[GenerationChunk]:
         """One JSON request (``json_upstream``): the answer as one text chunk, then the final chunk."""
@@ -448,6 +464,8 @@ class OpenAICompatBackend:
                                                headers={**self._headers, "Content-Type": "application/json"})
         except httpx.HTTPError as exc:
             raise translate_transport_error(self.name, exc) from exc
+        except AttributeError as exc:
+            raise vanished_peer(self.name, exc) from exc
         if response.status_code != 200:
             raise translate_status(self.name, response.status_code, response.content)
         try:
