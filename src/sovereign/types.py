@@ -12,6 +12,10 @@ Role = Literal["system", "user", "assistant", "tool", "developer"]
 FinishReason = Literal["stop", "length", "tool_calls"]  # OpenAI's set (content_filter is never produced)
 
 
+DEPLOYMENT_HEADER = "X-Sovereign-Deployment"
+"""The HTTP header that pins a request to one deployment (:attr:`GenerationRequest.deployment`)."""
+
+
 @dataclass(frozen=True, slots=True)
 class ToolCall:
     """A function call the model made: ``arguments`` is the JSON text of the arguments object."""

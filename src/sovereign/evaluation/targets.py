@@ -24,9 +24,7 @@ from sovereign.backends.registry import ModelRegistry
 from sovereign.errors import EngineUnavailableError, SovereignError
 from sovereign.rag.models import ANONYMOUS
 from sovereign.rag.service import RagService
-from sovereign.types import ChatMessage, GenerationRequest, SamplingParams
-
-DEPLOYMENT_HEADER = "X-Sovereign-Deployment"
+from sovereign.types import DEPLOYMENT_HEADER, ChatMessage, GenerationRequest, SamplingParams
 
 
 @dataclass(slots=True)

@@ -45,9 +45,7 @@ from sovereign.server.flag_gates import Gates, gates_for
 from sovereign.server.responses import OrjsonResponse
 from sovereign.server.state import authenticate, check_model_allowed, get_state
 from sovereign.server.streaming import CompletionShape, ResponseShape, sse_response
-from sovereign.types import GenerationChunk, GenerationRequest
-
-DEPLOYMENT_HEADER = "X-Sovereign-Deployment"
+from sovereign.types import DEPLOYMENT_HEADER, GenerationChunk, GenerationRequest
 
 
 async def generate(
