@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -64,8 +64,18 @@ class EvalTarget(Protocol):
         """``{"documents": n, "sha256": ...}``: a hash over the sorted (path, content hash) pairs."""
 
 
-def corpus_digest(pairs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """``{"documents", "sha256"}`` of (path, content_hash) pairs, order-independent."""
+PAGE = 1000
+
+
+async def corpus_digest(page: Callable[[int], Awaitable[list[tuple[str, str]]]]) -> dict[str, Any]:
+    """``{"documents", "sha256"}`` over every (path, content_hash) pair, order-independent; ``page(offset)``
+    returns up to :data:`PAGE` pairs of the document listing from ``offset``."""
+    pairs: list[tuple[str, str]] = []
+    while True:
+        found = await page(len(pairs))
+        pairs += found
+        if len(found) < PAGE:
+            break
     digest = hashlib.sha256()
     for path, content in sorted(pairs):
         digest.update(f"{path}\0{content}\n".encode())
@@ -168,15 +178,12 @@ class GatewayTarget:
         return vectors, int(body["usage"]["prompt_tokens"])
 
     async def corpus(self, collection: str | None) -> dict[str, Any]:
-        pairs: list[tuple[str, str]] = []
-        while True:
-            params: dict[str, Any] = {"limit": 1000, "offset": len(pairs)}
-            if collection:
-                params["collection"] = collection
-            page = (await self._call("GET", "/v1/documents", params=params))["data"]
-            pairs += [(d["path"], d["content_hash"]) for d in page]
-            if len(page) < 1000:
-                return corpus_digest(pairs)
+        async def page(offset: int) -> list[tuple[str, str]]:
+            params = {"limit": PAGE, "offset": offset, **({"collection": collection} if collection else {})}
+            return [(d["path"], d["content_hash"]) for d in (await self._call("GET", "/v1/documents",
+                                                                              params=params))["data"]]
+
+        return await corpus_digest(page)
 
 
 class InProcessTarget:
@@ -234,10 +241,9 @@ class InProcessTarget:
 
     async def corpus(self, collection: str | None) -> dict[str, Any]:
         store = self._rag().store
-        pairs: list[tuple[str, str]] = []
-        while True:
-            page = await store.list_documents(collection, limit=1000, offset=len(pairs),
-                                              tenant=self.tenant or ANONYMOUS)
-            pairs += [(d.path, d.content_hash) for d in page]
-            if len(page) < 1000:
-                return corpus_digest(pairs)
+
+        async def page(offset: int) -> list[tuple[str, str]]:
+            docs = await store.list_documents(collection, limit=PAGE, offset=offset, tenant=self.tenant or ANONYMOUS)
+            return [(d.path, d.content_hash) for d in docs]
+
+        return await corpus_digest(page)
